@@ -1,0 +1,41 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# CPU-only machines: keep pip on the local CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
+CONSTRAINTS := constraints-cpu.txt
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test install install-dev install-hf lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
+
+install-dev: $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+
+# The heavy model stack (torch, transformers, peft, accelerate, bitsandbytes) for the HF model adapters.
+install-hf: $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf]"
+
+demo: install
+	$(BIN)/medbench run --output $(DEMO_OUT)
+	@echo "Run directory: $(DEMO_OUT)/ (results.json, run.json, predictions/<model>/<task>.jsonl)"
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs

@@ -1,0 +1,249 @@
+"""The ``medbench`` command line: run, list, data fetch."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from medbench import __version__
+from medbench.errors import MedbenchError
+from medbench.tasks.base import CLOSED_RULES
+
+
+def _progress_factory(console: Any) -> tuple[Any, Callable[[str, int], Any]]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            # rich only estimates a speed after a few updates; fall back to completed / elapsed.
+            speed = task.finished_speed or task.speed
+            if not speed and task.elapsed and task.completed:
+                speed = task.completed / task.elapsed
+            return Text(f"{speed:,.1f} samples/s" if speed else "- samples/s", style="cyan")
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+    @contextlib.contextmanager
+    def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+        task_id = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task_id, n)
+        bar.refresh()
+
+    return bar, progress
+
+
+def _fmt(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "-"
+    value, ci = entry["value"], entry.get("ci95")
+    text = f"{100 * value:.1f}"
+    return f"{text}\n[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else text
+
+
+def print_results(results: dict[str, Any], console: Any) -> None:
+    """Print one table per task kind: VQA accuracies and caption metrics, with 95% CIs (in %)."""
+    from rich.table import Table
+
+    data_label = results.get("data", "user")
+    for kind, columns in (
+        ("vqa", ("closed_accuracy", "open_accuracy", "overall_accuracy")),
+        ("caption", ("bleu", "token_recall")),
+    ):
+        tasks = [t for t, info in results["tasks"].items() if info["kind"] == kind]
+        if not tasks:
+            continue
+        title = (
+            f"{'VQA accuracy' if kind == 'vqa' else 'Captioning'} (%, 95% CI) · protocol "
+            f"{results['headline_protocol'] if kind == 'vqa' else 'caption'}"
+            + (f" · closed rule {results['closed_rule']}" if kind == "vqa" else "")
+            + f" · data: {data_label}"
+        )
+        table = Table(title=title)
+        for header in ("model", "task", "n", *columns, "skipped"):
+            label = header.removesuffix("_accuracy")
+            table.add_column(label, justify="left" if header in ("model", "task") else "right")
+        for model, per_task in results["metrics"].items():
+            for task in tasks:
+                if task not in per_task:
+                    continue
+                metrics = per_task[task][results["headline"][task]]
+                info = results["tasks"][task]
+                table.add_row(
+                    model,
+                    task,
+                    str(info["n_samples"]),
+                    *(_fmt(metrics.get(c)) for c in columns),
+                    str(info["skipped"]["count"]),
+                )
+        console.print(table)
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from medbench.registry import resolve_task_names
+    from medbench.runner import DEFAULT_MODELS, RunConfig, execute
+    from rich.console import Console
+
+    no_selection = args.models is None and args.tasks is None and args.data_dir is None
+    demo = args.demo or (no_selection and not os.environ.get("MEDBENCH_DATA"))
+    models = [m.strip() for m in (args.models or ",".join(DEFAULT_MODELS)).split(",") if m.strip()]
+    output = args.output or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    config = RunConfig(
+        models=models,
+        tasks=resolve_task_names(args.tasks or "all"),
+        output=output,
+        data_dir=args.data_dir,
+        demo=demo,
+        split=args.split,
+        limit=args.limit,
+        closed_rule=args.closed_rule,
+        prompt=args.prompt,
+        image_size=args.image_size,
+        full=args.full,
+        seed=args.seed,
+        resamples=args.resamples,
+        batch_size=args.batch_size,
+        verify_images=not args.no_verify_images,
+    )
+    err = Console(stderr=True)
+    if demo:
+        err.print(
+            "[bold]medbench[/]: running the embedded demo set (data: demo — a handful of images, "
+            "not a benchmark). Use --data-dir or --tasks to evaluate real data."
+        )
+    bar, progress = _progress_factory(err)
+    with bar:
+        results = execute(config, progress, argv)
+    print_results(results, Console())
+    err.print(
+        f"results: {output / 'results.json'}\npredictions: {output / 'predictions'}/\nrun record: {output / 'run.json'}"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from medbench.registry import model_registry, task_registry
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True)
+    table.add_column(args.what[:-1])
+    table.add_column("description")
+    if args.what == "tasks":
+        for name, cls in task_registry().items():
+            table.add_row(name, cls.description)
+    else:
+        for entry in model_registry().values():
+            table.add_row(entry.name + ("<...>" if entry.prefix else ""), entry.description)
+    Console().print(table)
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from medbench.data.hub import snapshot
+    from medbench.registry import get_task, resolve_task_names
+
+    failed = 0
+    for name in resolve_task_names(args.tasks):
+        task = get_task(name)
+        patterns = sorted({p for split in task.splits for p in task.hub.allow_patterns(split)})
+        path, problem = snapshot(task.hub.repo_id, task.hub.revision, patterns)
+        if path is None:
+            failed += 1
+            print(
+                f"{name}: {task.hub.repo_id}@{task.hub.revision[:10]} not available: {problem}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{name}: {task.hub.repo_id}@{task.hub.revision[:10]} -> {path}")
+    return 2 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medbench", description="Evaluate medical multimodal LLMs.")
+    parser.add_argument("--version", action="version", version=f"medbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate models on tasks (no arguments: blind baselines on the demo set)")
+    run.add_argument("--models", help="comma-separated model names (default: prior,yes)")
+    run.add_argument("--tasks", help="'all' or comma-separated task names (default: all)")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with one subfolder per task in its original layout "
+        "(default: $MEDBENCH_DATA, else the pinned Hugging Face mirrors)",
+    )
+    run.add_argument("--demo", action="store_true", help="use the bundled demo set")
+    run.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    run.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
+    run.add_argument("--output", type=Path, help="run directory (default: runs/<timestamp>)")
+    run.add_argument(
+        "--closed-rule",
+        choices=CLOSED_RULES,
+        default="yesno",
+        help="closed/open split: yesno (gold is yes/no; default) or answer_type (dataset labels)",
+    )
+    run.add_argument("--prompt", choices=("role", "generic"), default="role", help="prompt template style")
+    run.add_argument("--image-size", type=int, default=512, help="resize images to N x N (0 keeps originals)")
+    run.add_argument("--full", action="store_true", help="rocov2: all test captions, not the fixed 1,000 subset")
+    run.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    run.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    run.add_argument("--batch-size", type=int, help="override the model's batch size")
+    run.add_argument("--no-verify-images", action="store_true", help="skip decoding every image before the run")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="list registered tasks or models")
+    lst.add_argument("what", choices=("tasks", "models"))
+    lst.set_defaults(func=cmd_list)
+
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="pre-fetch the pinned Hugging Face mirrors into the local cache")
+    fetch.add_argument("--tasks", default="all")
+    fetch.set_defaults(func=cmd_data_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medbench`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", None) is not None and args.limit <= 0:
+        print("medbench: error: --limit must be a positive number", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, ["medbench", *argv]))
+    except MedbenchError as exc:
+        print(f"medbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medbench: interrupted; finished predictions are kept in the run directory", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

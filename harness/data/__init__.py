@@ -1,0 +1,1 @@
+"""Dataset access shared by the task plugins (Hugging Face mirror snapshots)."""

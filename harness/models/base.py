@@ -1,0 +1,44 @@
+"""The model-adapter contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from medbench.schema import Request, Sample
+
+
+class Model(ABC):
+    """A model adapter: ``generate`` maps a batch of requests to raw output strings, in order.
+
+    ``needs_training_data`` adapters (the blind baselines) get each task's training split through :meth:`fit`
+    before generating; they never see the evaluated split's answers. ``uses_images`` tells the runner whether
+    images have to be decoded for this model.
+    """
+
+    needs_training_data: ClassVar[bool] = False
+    uses_images: ClassVar[bool] = True
+    batch_size: int = 8
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self.options = options
+
+    def fit(self, task: str, train: Sequence[Sample]) -> None:  # noqa: B027 - optional hook
+        """Learn from a task's training split (only adapters with ``needs_training_data``)."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        """Raw outputs for ``requests``, one string each, in order."""
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this model's outputs (weights, adapter, dtype, generation config)."""
+        return {"name": self.name, "class": type(self).__qualname__, "options": self.options}
+
+    def fingerprint(self) -> str:
+        """A hash of :meth:`describe`: two runs with equal fingerprints produce the same outputs."""
+        blob = json.dumps(self.describe(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

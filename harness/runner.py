@@ -1,0 +1,246 @@
+"""The run loop: tasks x models -> prediction rows (written as produced) -> metrics -> results.json.
+
+Order of work: every task is loaded and its images checked once, so all models see exactly the same samples
+and the same skipped ones; then each model generates in batches, rows are appended and flushed to
+``predictions/<model>/<task>.jsonl``, and ``results.json`` is rewritten atomically after every (model, task),
+so a killed run keeps everything it finished.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medbench import __version__
+from medbench.errors import DataError, SampleError
+from medbench.fileio import JsonlWriter, write_json_atomic
+from medbench.images import check_image
+from medbench.models.base import Model
+from medbench.prompts import prompt_hash, render_prompt
+from medbench.provenance import environment, stable_hash
+from medbench.registry import check_model_name, create_model, get_task
+from medbench.schema import Request, Sample
+from medbench.scoring.aggregate import aggregate, answer_of, headline_protocol, score_sample
+from medbench.scoring.caption import bleu_variant
+from medbench.stats import DEFAULT_RESAMPLES
+from medbench.tasks.base import LoadedSplit, LoadOptions, Skipped, Task, locate
+
+MAX_NEW_TOKENS = {"vqa": 32, "caption": 256}
+DEFAULT_MODELS = ("prior", "yes")
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers; hashed into ``run.json``."""
+
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    tasks: list[str] = field(default_factory=list)
+    output: Path = Path("runs")
+    data_dir: Path | None = None
+    demo: bool = False
+    split: str = "test"
+    limit: int | None = None
+    closed_rule: str = "yesno"
+    protocol: str = "strict"
+    prompt: str = "role"
+    image_size: int = 512
+    full: bool = False
+    seed: int = 0
+    resamples: int = DEFAULT_RESAMPLES
+    batch_size: int | None = None
+    verify_images: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output"] = str(self.output)
+        data["data_dir"] = str(self.data_dir) if self.data_dir else None
+        return data
+
+
+@dataclass
+class PreparedTask:
+    """A loaded task split, its images checked, ready for every model."""
+
+    task: Task
+    split: LoadedSplit
+    samples: list[Sample]
+    skipped: list[Skipped]
+    info: dict[str, Any]
+
+
+Progress = Callable[[str, int], Any]  # (description, total) -> context manager yielding advance(n)
+
+
+def _closed_counts(samples: Sequence[Sample]) -> dict[str, int]:
+    counts = Counter(s.answer_type for s in samples)
+    return {"closed": counts.get("closed", 0), "open": counts.get("open", 0)}
+
+
+def prepare_task(name: str, config: RunConfig, progress: Progress) -> PreparedTask:
+    """Locate, load and check one task's evaluation split."""
+    task = get_task(name)
+    if config.split not in task.splits:
+        raise DataError(f"task {name!r} has no split {config.split!r}; it has {', '.join(task.splits)}")
+    source = locate(task, config.split, data_dir=config.data_dir, demo=config.demo)
+    options = LoadOptions(closed_rule=config.closed_rule, full=config.full, seed=config.seed)
+    loaded = task.load(source, config.split, options)
+    skipped = list(loaded.skipped)
+    samples = loaded.samples[: config.limit] if config.limit else list(loaded.samples)
+    if config.verify_images and samples:
+        good: list[Sample] = []
+        with progress(f"checking images {name}", len(samples)) as advance:
+            for sample in samples:
+                try:
+                    check_image(sample.image)
+                    good.append(sample)
+                except SampleError as exc:
+                    skipped.append(Skipped(sample.image.describe(), str(exc), sample.id))
+                advance(1)
+        samples = good
+    if not samples:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise DataError(f"task {name!r}: no usable samples in {source.root} ({len(skipped)} skipped: {reasons})")
+    info = {
+        "split": config.split,
+        "kind": task.kind,
+        "data": source.describe() | {"layout": loaded.layout, "checksum": loaded.checksum(), "files": loaded.files},
+        "n_samples": len(samples),
+        "n_loaded": len(loaded.samples),
+        "limit": config.limit,
+        "skipped": {"count": len(skipped), "samples": [s.as_dict() for s in skipped]},
+        "notes": loaded.notes,
+    }
+    if task.kind == "vqa":
+        fallback = sum(1 for s in samples if s.metadata.get("closed_rule_fallback"))
+        info["closed_rule"] = {
+            "rule": config.closed_rule,
+            **_closed_counts(samples),
+            "fallback_to_yesno": fallback,
+        }
+    else:
+        info["metric_variants"] = {"bleu": bleu_variant(), "token_recall": "distinct [a-z0-9]+ tokens, lowercased"}
+    info["prompt"] = {"style": config.prompt, "sha256": prompt_hash(config.prompt, task.kind)}
+    return PreparedTask(task, loaded, samples, skipped, info)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _training_split(task: Task, config: RunConfig) -> list[Sample]:
+    source = locate(task, "train", data_dir=config.data_dir, demo=config.demo)
+    return task.load(source, "train", LoadOptions(closed_rule=config.closed_rule, full=True)).samples
+
+
+def run_model_on_task(
+    model: Model, prepared: PreparedTask, config: RunConfig, out_dir: Path, progress: Progress
+) -> list[dict[str, Any]]:
+    """Generate, score and write one model's predictions for one task; returns the rows."""
+    task, kind = prepared.task, prepared.task.kind
+    requests = [
+        Request(
+            s.id,
+            task.name,
+            kind,
+            render_prompt(config.prompt, kind, s.question),
+            s.question,
+            s.image,
+            config.image_size or None,
+            MAX_NEW_TOKENS[kind],
+        )
+        for s in prepared.samples
+    ]
+    by_id = {s.id: s for s in prepared.samples}
+    rows: list[dict[str, Any]] = []
+    path = out_dir / "predictions" / model.name.replace("/", "_").replace(":", "_") / f"{task.name}.jsonl"
+    batch_size = config.batch_size or model.batch_size
+    with JsonlWriter(path) as writer, progress(f"{model.name} · {task.name}", len(requests)) as advance:
+        for batch in _batches(requests, batch_size):
+            outputs = model.generate(batch)
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"model {model.name} returned {len(outputs)} outputs for {len(batch)} requests")
+            new_rows = []
+            for request, output in zip(batch, outputs, strict=True):
+                sample = by_id[request.sample_id]
+                new_rows.append(
+                    {
+                        "id": sample.id,
+                        "task": task.name,
+                        "model": model.name,
+                        "answer_type": sample.answer_type,
+                        "question": sample.question,
+                        "reference": sample.reference,
+                        "prediction": output,
+                        "answer": answer_of(kind, output),
+                        "metadata": dict(sample.metadata),
+                        "scores": score_sample(kind, output, sample.reference),
+                    }
+                )
+            writer.write_batch(new_rows)
+            rows.extend(new_rows)
+            advance(len(batch))
+    return rows
+
+
+def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run every model on every task and write the run directory; returns the results document."""
+    for name in config.models:
+        check_model_name(name)
+    out_dir = config.output
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run_info: dict[str, Any] = {
+        "medbench_version": __version__,
+        "status": "running",
+        "started": started,
+        "argv": list(argv if argv is not None else sys.argv),
+        "config": config.to_json(),
+        "config_sha256": stable_hash(config.to_json()),
+        "seeds": {"bootstrap": config.seed, "bootstrap_resamples": config.resamples},
+        "data": "demo" if config.demo else "user",
+        **environment(),
+    }
+    write_json_atomic(out_dir / "run.json", run_info)
+
+    prepared = {name: prepare_task(name, config, progress) for name in config.tasks}
+    run_info["tasks"] = {name: {k: v for k, v in p.info.items() if k != "skipped"} for name, p in prepared.items()}
+    write_json_atomic(out_dir / "run.json", run_info)
+
+    results: dict[str, Any] = {
+        "medbench_version": __version__,
+        "data": "demo" if config.demo else "user",
+        "headline_protocol": config.protocol,
+        "closed_rule": config.closed_rule,
+        "tasks": {name: p.info for name, p in prepared.items()},
+        "headline": {name: headline_protocol(p.task.kind, config.protocol) for name, p in prepared.items()},
+        "models": {},
+        "metrics": {},
+    }
+    for model_name in config.models:
+        model = create_model(model_name)
+        results["metrics"][model_name] = {}
+        for name, task_data in prepared.items():
+            if model.needs_training_data:
+                model.fit(name, _training_split(task_data.task, config))
+            started_at = time.perf_counter()
+            rows = run_model_on_task(model, task_data, config, out_dir, progress)
+            elapsed = time.perf_counter() - started_at
+            metrics = aggregate(task_data.task.kind, rows, resamples=config.resamples, seed=config.seed)
+            results["metrics"][model_name][name] = metrics
+            results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
+            results["tasks"][name].setdefault("timing", {})[model_name] = {
+                "seconds": round(elapsed, 3),
+                "samples_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
+            }
+            write_json_atomic(out_dir / "results.json", results)
+    write_json_atomic(out_dir / "results.json", results)
+    run_info.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json_atomic(out_dir / "run.json", run_info)
+    return results

@@ -1,0 +1,1 @@
+"""Scoring: answer extraction, normalisation, per-sample protocols and caption metrics (pure functions)."""

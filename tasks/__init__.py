@@ -1,0 +1,1 @@
+"""Task plugins. Every non-underscore module here registers one task when imported (see medbench.registry)."""

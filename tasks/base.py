@@ -1,0 +1,200 @@
+"""What every task plugin shares: the Task base class, load options/results, the closed/open rule, and
+finding a dataset (``--data-dir`` / ``MEDBENCH_DATA``, the bundled demo set, or a pinned Hugging Face mirror).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from medbench.errors import DataError, SampleError
+from medbench.schema import AnswerType, ImageRef, Sample, TaskKind
+from medbench.scoring.normalize import is_yes_no
+
+ClosedRule = Literal["yesno", "answer_type"]
+CLOSED_RULES: tuple[str, ...] = ("yesno", "answer_type")
+DEMO_ROOT = Path(__file__).parent / "demo"
+
+
+@dataclass(frozen=True)
+class HubMirror:
+    """A Hugging Face dataset mirror pinned to one commit, and the files a split needs from it."""
+
+    repo_id: str
+    revision: str
+    patterns: dict[str, list[str]]  # split -> allow_patterns
+
+    def allow_patterns(self, split: str) -> list[str]:
+        return [*self.patterns.get(split, []), "README.md"]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's files were found. ``kind`` is ``local`` (user folder), ``demo`` or ``hub``."""
+
+    kind: Literal["local", "demo", "hub"]
+    root: Path
+    repo_id: str | None = None
+    revision: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.kind, "root": str(self.root)}
+        if self.repo_id:
+            out.update(repo_id=self.repo_id, revision=self.revision)
+        return out
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Options that change which samples a task yields."""
+
+    closed_rule: ClosedRule = "yesno"
+    full: bool = False  # rocov2: all test captions instead of the paper's fixed 1,000-sample subset
+    seed: int = 0
+
+
+@dataclass
+class Skipped:
+    """A sample that could not be used, with where it came from and why (never dropped silently)."""
+
+    where: str
+    reason: str
+    id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "where": self.where, "reason": self.reason}
+
+
+@dataclass
+class LoadedSplit:
+    """The samples of one split plus everything needed to reproduce and audit them."""
+
+    samples: list[Sample]
+    skipped: list[Skipped]
+    layout: str
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 (or listing checksum)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def checksum(self) -> str:
+        """One sha256 over the per-file checksums of everything read."""
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(f"{name}\0{self.files[name]}\n".encode())
+        return digest.hexdigest()
+
+
+def decide_answer_type(reference: str, dataset_label: str | None, rule: ClosedRule) -> tuple[AnswerType, bool]:
+    """Closed or open for one VQA sample under ``rule``; the flag says the yes/no fallback was used.
+
+    ``yesno``: closed iff the normalised gold is "yes" or "no" (the split the paper's Table 1 implies).
+    ``answer_type``: the dataset's own OPEN/CLOSED label where it has one, else the yes/no rule (flagged).
+    """
+    if rule == "answer_type" and dataset_label:
+        label = str(dataset_label).strip().upper()
+        if label in ("OPEN", "CLOSED"):
+            return ("closed" if label == "CLOSED" else "open"), False
+    return ("closed" if is_yes_no(reference) else "open"), rule == "answer_type"
+
+
+def clean_text(value: Any, *, field_name: str, where: str) -> str:
+    """A non-empty stripped string from an annotation field, else a :class:`SampleError`."""
+    if value is None or (isinstance(value, float) and value != value):
+        raise SampleError(f"{where}: {field_name} is missing; fix or remove this row", where=where)
+    text = str(value).strip()
+    if not text:
+        raise SampleError(f"{where}: {field_name} is empty; fix or remove this row", where=where)
+    return text
+
+
+def content_id(*parts: str) -> str:
+    """A stable id from content, for sources without a native id."""
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+class Task(ABC):
+    """A benchmark task. Subclasses live in one file each and register with ``@register_task``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    kind: ClassVar[TaskKind]
+    order: ClassVar[int] = 100  # listing order (the paper's: SLAKE, PathVQA, VQA-RAD, ROCOv2)
+    splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
+    folder_aliases: ClassVar[tuple[str, ...]] = ()
+    hub: ClassVar[HubMirror]
+    #: One paragraph telling the user what files are expected where, and how to get them.
+    expected_layout: ClassVar[str]
+
+    @abstractmethod
+    def load(self, source: DataSource, split: str, options: LoadOptions) -> LoadedSplit:
+        """Read ``split`` from ``source`` into samples; per-row problems go to ``skipped``."""
+
+    def vqa_sample(
+        self,
+        *,
+        sample_id: str,
+        image: ImageRef,
+        question: str,
+        reference: str,
+        dataset_label: str | None,
+        options: LoadOptions,
+        metadata: dict[str, Any],
+    ) -> Sample:
+        """Build a VQA sample, applying the closed/open rule and recording the dataset's own label."""
+        answer_type, fell_back = decide_answer_type(reference, dataset_label, options.closed_rule)
+        meta = dict(metadata)
+        meta["dataset_answer_type"] = str(dataset_label).upper() if dataset_label else None
+        if fell_back:
+            meta["closed_rule_fallback"] = True
+        return Sample(sample_id, self.name, image, question, reference, answer_type, meta)
+
+    def missing_data_message(self, tried: list[str]) -> str:
+        lines = [f"no data found for task {self.name!r}.", "Looked in:"]
+        lines += [f"  - {t}" for t in tried]
+        lines += [
+            "",
+            self.expected_layout.strip(),
+            "",
+            "Or try the bundled demo set: `medbench run` (no arguments).",
+        ]
+        return "\n".join(lines)
+
+
+def find_local_root(task: Task, data_dir: Path) -> Path | None:
+    """The task's folder inside ``data_dir`` (its name or a known alias), if present."""
+    for name in (task.name, *task.folder_aliases):
+        candidate = data_dir / name
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def locate(task: Task, split: str, *, data_dir: Path | None, demo: bool) -> DataSource:
+    """Find where ``task``'s data lives, in this order: demo (if asked), ``data_dir`` or ``MEDBENCH_DATA``,
+    then the pinned Hugging Face mirror (downloaded when the hub is reachable, else the local cache)."""
+    if demo:
+        return DataSource("demo", DEMO_ROOT / task.name)
+    tried: list[str] = []
+    env = os.environ.get("MEDBENCH_DATA")
+    for folder, label in ((data_dir, "--data-dir"), (Path(env) if env else None, "MEDBENCH_DATA")):
+        if folder is None:
+            continue
+        root = find_local_root(task, folder)
+        if root is not None:
+            return DataSource("local", root)
+        names = " or ".join(f"{folder / n}/" for n in (task.name, *task.folder_aliases))
+        tried.append(f"{label}: {names} (not found)")
+        if label == "--data-dir":
+            # An explicit folder is the user's intent: do not silently fall through to the hub.
+            raise DataError(task.missing_data_message(tried))
+    from medbench.data.hub import snapshot
+
+    mirror = task.hub
+    path, problem = snapshot(mirror.repo_id, mirror.revision, mirror.allow_patterns(split))
+    if path is not None:
+        return DataSource("hub", path, mirror.repo_id, mirror.revision)
+    tried.append(f"Hugging Face mirror {mirror.repo_id}@{mirror.revision[:10]}: {problem}")
+    raise DataError(task.missing_data_message(tried))
