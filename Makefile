@@ -16,12 +16,13 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
 
+# Tests need the model stack too (BERTScore, and the model adapters' tests): CPU torch via the constraints file.
 install-dev: $(BIN)/python
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
-
-# The heavy model stack (torch, transformers, peft, accelerate, bitsandbytes) for the HF model adapters.
-install-hf: $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf]"
+
+# The heavy model stack (torch, transformers, peft, accelerate, bitsandbytes, bert-score) without dev tools.
+install-hf: $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[hf]"
 
 demo: install
 	$(BIN)/medbench run --output $(DEMO_OUT)

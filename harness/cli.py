@@ -62,7 +62,7 @@ def _fmt(entry: dict[str, Any] | None) -> str:
         return "-"
     value, ci = entry["value"], entry.get("ci95")
     text = f"{100 * value:.1f}"
-    return f"{text}\n[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else text
+    return f"{text}\n{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else text
 
 
 def print_results(results: dict[str, Any], console: Any) -> None:
@@ -72,7 +72,7 @@ def print_results(results: dict[str, Any], console: Any) -> None:
     data_label = results.get("data", "user")
     for kind, columns in (
         ("vqa", ("closed_accuracy", "open_accuracy", "overall_accuracy")),
-        ("caption", ("bleu", "token_recall")),
+        ("caption", ("bleu", "bleu4_sentence", "token_recall", "rouge1", "bertscore_f1")),
     ):
         tasks = [t for t, info in results["tasks"].items() if info["kind"] == kind]
         if not tasks:
@@ -85,7 +85,7 @@ def print_results(results: dict[str, Any], console: Any) -> None:
         )
         table = Table(title=title)
         for header in ("model", "task", "n", *columns, "skipped"):
-            label = header.removesuffix("_accuracy")
+            label = header.removesuffix("_accuracy").replace("_sentence", "_sent").replace("bertscore_f1", "bertscore")
             table.add_column(label, justify="left" if header in ("model", "task") else "right")
         for model, per_task in results["metrics"].items():
             for task in tasks:
@@ -100,6 +100,22 @@ def print_results(results: dict[str, Any], console: Any) -> None:
                     *(_fmt(metrics.get(c)) for c in columns),
                     str(info["skipped"]["count"]),
                 )
+        console.print(table)
+
+
+def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
+    """Overall accuracy of every VQA protocol side by side: where scoring conventions move the numbers."""
+    from rich.table import Table
+
+    names = list(results["scoring"]["protocols"])
+    table = Table(title="Overall accuracy (%) under each protocol — the same predictions, scored as each peer does")
+    for header in ("model", "task", *names):
+        table.add_column(header, justify="left" if header in ("model", "task") else "right")
+    for model, per_task in results["metrics"].items():
+        for task, metrics in per_task.items():
+            if results["tasks"][task]["kind"] == "vqa":
+                table.add_row(model, task, *(_fmt(metrics[p]["overall_accuracy"]).split("\n")[0] for p in names))
+    if table.row_count:
         console.print(table)
 
 
@@ -128,6 +144,9 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         resamples=args.resamples,
         batch_size=args.batch_size,
         verify_images=not args.no_verify_images,
+        protocol=args.protocol,
+        bertscore_model=args.bertscore_model,
+        bertscore_layers=args.bertscore_layers,
     )
     err = Console(stderr=True)
     if demo:
@@ -139,6 +158,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with bar:
         results = execute(config, progress, argv)
     print_results(results, Console())
+    print_protocol_comparison(results, Console())
     err.print(
         f"results: {output / 'results.json'}\npredictions: {output / 'predictions'}/\nrun record: {output / 'run.json'}"
     )
@@ -183,6 +203,38 @@ def cmd_data_fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 2 if failed else 0
 
 
+def _bertscore_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bertscore-model",
+        help="BERTScore model id or path (default: roberta-large if cached, else the bundled all-MiniLM-L6-v2)",
+    )
+    parser.add_argument("--bertscore-layers", type=int, help="BERTScore layer (required for unknown models)")
+
+
+def cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import json
+
+    from medbench.scorefile import score_files
+    from medbench.scoring.aggregate import ScoringOptions
+    from medbench.scoring.bertscore import choose_model
+    from rich.console import Console
+    from rich.table import Table
+
+    options = ScoringOptions(args.resamples, args.seed, choose_model(args.bertscore_model, args.bertscore_layers))
+    result = score_files(args.files, args.protocol, options)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    table = Table(title=f"medbench score · protocol {result['protocol']} (%, 95% CI)")
+    for header in ("task", "metric", "value", "n"):
+        table.add_column(header, justify="right" if header in ("value", "n") else "left")
+    for task, metrics in result["tasks"].items():
+        for metric, entry in metrics.items():
+            table.add_row(task, metric, _fmt(entry).replace("\n", " "), str(entry["n"]))
+    Console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medbench", description="Evaluate medical multimodal LLMs.")
     parser.add_argument("--version", action="version", version=f"medbench {__version__}")
@@ -214,7 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     run.add_argument("--batch-size", type=int, help="override the model's batch size")
     run.add_argument("--no-verify-images", action="store_true", help="skip decoding every image before the run")
+    run.add_argument("--protocol", default="strict", help="headline VQA protocol (all are computed; see docs)")
+    _bertscore_args(run)
     run.set_defaults(func=cmd_run)
+
+    score = sub.add_parser("score", help="score prediction JSONL files without running a model")
+    score.add_argument(
+        "files", nargs="+", type=Path, help="JSONL rows with id, task, answer_type, reference, prediction"
+    )
+    score.add_argument("--protocol", default="strict", help="VQA protocol to report (default: strict)")
+    score.add_argument("--json", action="store_true", help="print the result as JSON")
+    score.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    score.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    _bertscore_args(score)
+    score.set_defaults(func=cmd_score)
 
     lst = sub.add_parser("list", help="list registered tasks or models")
     lst.add_argument("what", choices=("tasks", "models"))

@@ -26,8 +26,18 @@ from medbench.prompts import prompt_hash, render_prompt
 from medbench.provenance import environment, stable_hash
 from medbench.registry import check_model_name, create_model, get_task
 from medbench.schema import Request, Sample
-from medbench.scoring.aggregate import aggregate, answer_of, headline_protocol, score_sample
-from medbench.scoring.caption import bleu_variant
+from medbench.scoring.aggregate import (
+    ScoringOptions,
+    aggregate,
+    answer_of,
+    headline_protocol,
+    score_batch,
+    subgroups_vqa,
+)
+from medbench.scoring.bertscore import choose_model
+from medbench.scoring.bertscore import variant as bertscore_variant
+from medbench.scoring.caption import lexical_variants
+from medbench.scoring.protocols import get_protocol, protocols
 from medbench.stats import DEFAULT_RESAMPLES
 from medbench.tasks.base import LoadedSplit, LoadOptions, Skipped, Task, locate
 
@@ -55,6 +65,8 @@ class RunConfig:
     resamples: int = DEFAULT_RESAMPLES
     batch_size: int | None = None
     verify_images: bool = True
+    bertscore_model: str | None = None
+    bertscore_layers: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -124,7 +136,7 @@ def prepare_task(name: str, config: RunConfig, progress: Progress) -> PreparedTa
             "fallback_to_yesno": fallback,
         }
     else:
-        info["metric_variants"] = {"bleu": bleu_variant(), "token_recall": "distinct [a-z0-9]+ tokens, lowercased"}
+        info["metric_variants"] = lexical_variants()
     info["prompt"] = {"style": config.prompt, "sha256": prompt_hash(config.prompt, task.kind)}
     return PreparedTask(task, loaded, samples, skipped, info)
 
@@ -140,7 +152,12 @@ def _training_split(task: Task, config: RunConfig) -> list[Sample]:
 
 
 def run_model_on_task(
-    model: Model, prepared: PreparedTask, config: RunConfig, out_dir: Path, progress: Progress
+    model: Model,
+    prepared: PreparedTask,
+    config: RunConfig,
+    out_dir: Path,
+    progress: Progress,
+    scoring: ScoringOptions,
 ) -> list[dict[str, Any]]:
     """Generate, score and write one model's predictions for one task; returns the rows."""
     task, kind = prepared.task, prepared.task.kind
@@ -166,9 +183,12 @@ def run_model_on_task(
             outputs = model.generate(batch)
             if len(outputs) != len(batch):
                 raise RuntimeError(f"model {model.name} returned {len(outputs)} outputs for {len(batch)} requests")
+            samples = [by_id[r.sample_id] for r in batch]
+            scores = score_batch(
+                kind, outputs, [s.reference for s in samples], [s.answer_type for s in samples], scoring
+            )
             new_rows = []
-            for request, output in zip(batch, outputs, strict=True):
-                sample = by_id[request.sample_id]
+            for sample, output, score in zip(samples, outputs, scores, strict=True):
                 new_rows.append(
                     {
                         "id": sample.id,
@@ -180,7 +200,7 @@ def run_model_on_task(
                         "prediction": output,
                         "answer": answer_of(kind, output),
                         "metadata": dict(sample.metadata),
-                        "scores": score_sample(kind, output, sample.reference),
+                        "scores": score,
                     }
                 )
             writer.write_batch(new_rows)
@@ -193,6 +213,8 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
     """Run every model on every task and write the run directory; returns the results document."""
     for name in config.models:
         check_model_name(name)
+    get_protocol(config.protocol)
+    bertscore = choose_model(config.bertscore_model, config.bertscore_layers)
     out_dir = config.output
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -220,20 +242,29 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "closed_rule": config.closed_rule,
         "tasks": {name: p.info for name, p in prepared.items()},
         "headline": {name: headline_protocol(p.task.kind, config.protocol) for name, p in prepared.items()},
+        "scoring": {
+            "protocols": {name: p.description for name, p in protocols().items()},
+            "bertscore": bertscore_variant(bertscore),
+            "bootstrap": {"method": "percentile", "resamples": config.resamples, "seed": config.seed},
+        },
         "models": {},
         "metrics": {},
+        "subgroups": {},
     }
     for model_name in config.models:
         model = create_model(model_name)
         results["metrics"][model_name] = {}
+        results["subgroups"][model_name] = {}
         for name, task_data in prepared.items():
             if model.needs_training_data:
                 model.fit(name, _training_split(task_data.task, config))
             started_at = time.perf_counter()
-            rows = run_model_on_task(model, task_data, config, out_dir, progress)
+            scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
+            rows = run_model_on_task(model, task_data, config, out_dir, progress, scoring)
             elapsed = time.perf_counter() - started_at
-            metrics = aggregate(task_data.task.kind, rows, resamples=config.resamples, seed=config.seed)
-            results["metrics"][model_name][name] = metrics
+            results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
+            if task_data.task.kind == "vqa" and scoring.subgroup_fields:
+                results["subgroups"][model_name][name] = subgroups_vqa(rows, scoring)
             results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
             results["tasks"][name].setdefault("timing", {})[model_name] = {
                 "seconds": round(elapsed, 3),

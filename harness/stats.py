@@ -52,3 +52,74 @@ def bootstrap_corpus_ci(
 def metric_entry(value: float | None, ci: tuple[float, float] | None, n: int) -> dict[str, object]:
     """The results.json shape of one metric: ``{"value", "ci95", "n"}``."""
     return {"value": value, "ci95": list(ci) if ci is not None else None, "n": n}
+
+
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> dict[str, float | int]:
+    """Exact McNemar test for paired binary outcomes (1 = correct) of two models on the same samples.
+
+    Only discordant pairs carry information: ``b_wins`` (a wrong, b right) and ``a_wins``. Under H0 they are
+    Binomial(n, 1/2); the two-sided p-value is ``min(1, 2 * P[X <= min(a_wins, b_wins)])``.
+    """
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes must align: {a.shape} vs {b.shape}")
+    a_wins = int(np.sum(a & ~b))
+    b_wins = int(np.sum(~a & b))
+    n = a_wins + b_wins
+    k = min(a_wins, b_wins)
+    if n == 0:
+        p = 1.0
+    else:
+        # log-space binomial tail: exact for any n without big-integer or float overflow.
+        i = np.arange(k + 1)
+        log_terms = _log_comb(n, i) - n * np.log(2.0)
+        p = float(min(1.0, 2.0 * np.exp(np.logaddexp.reduce(log_terms))))
+    return {
+        "n": int(a.size),
+        "a_wins": a_wins,
+        "b_wins": b_wins,
+        "discordant": n,
+        "p_value": p,
+        "delta": float(b.mean() - a.mean()) if a.size else 0.0,
+    }
+
+
+def _log_comb(n: int, k: np.ndarray) -> np.ndarray:
+    from math import lgamma
+
+    lg = np.vectorize(lgamma, otypes=[float])
+    return np.asarray(lgamma(n + 1) - lg(k + 1) - lg(n - k + 1), dtype=np.float64)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = 0.95
+) -> dict[str, float | int | list[float]]:
+    """Paired bootstrap of ``mean(b) - mean(a)`` over the same samples: delta, percentile CI, two-sided p-value.
+
+    The p-value is twice the smaller share of resampled deltas on either side of 0 (capped at 1).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must align: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return {"n": 0, "delta": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0}
+    diff = b - a
+    deltas = diff[_indices(diff.size, resamples, seed)].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(deltas, [alpha, 1.0 - alpha])
+    p = min(1.0, 2.0 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    if np.all(diff == 0):
+        p = 1.0
+    return {"n": int(diff.size), "delta": float(diff.mean()), "ci95": [float(lo), float(hi)], "p_value": p}
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, **kwargs: int | float) -> dict[str, object]:
+    """McNemar when both score vectors are binary, else a paired bootstrap; the chosen test is named."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    binary = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
+    if binary:
+        return {"test": "mcnemar_exact", **mcnemar_exact(a, b)}
+    return {"test": "paired_bootstrap", **paired_bootstrap(a, b, **kwargs)}  # type: ignore[arg-type]

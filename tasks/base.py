@@ -124,6 +124,8 @@ class Task(ABC):
     order: ClassVar[int] = 100  # listing order (the paper's: SLAKE, PathVQA, VQA-RAD, ROCOv2)
     splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     folder_aliases: ClassVar[tuple[str, ...]] = ()
+    #: Metadata fields ``results.json`` breaks the VQA metrics down by.
+    subgroup_fields: ClassVar[tuple[str, ...]] = ()
     hub: ClassVar[HubMirror]
     #: One paragraph telling the user what files are expected where, and how to get them.
     expected_layout: ClassVar[str]

@@ -39,6 +39,7 @@ class Slake(Task):
     description = "SLAKE (English): radiology VQA, 1,061 test questions; closed/open/overall accuracy"
     kind = "vqa"
     order = 1
+    subgroup_fields = ("modality", "location", "content_type")
     folder_aliases = ("Slake1.0", "SLAKE", "Slake")
     hub = HubMirror(
         "BoKelvin/SLAKE",

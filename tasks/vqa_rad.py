@@ -50,6 +50,7 @@ class VqaRad(Task):
     kind = "vqa"
     order = 3
     splits = ("train", "test")
+    subgroup_fields = ("question_type", "image_organ")
     folder_aliases = ("VQA_RAD", "vqa-rad", "VQA-RAD")
     hub = HubMirror(
         "flaviagiammarino/vqa-rad",

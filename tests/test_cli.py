@@ -65,7 +65,11 @@ def test_demo_run_end_to_end(tmp_path: Path) -> None:
     expected = sum(r["reference"].strip().lower() == "yes" for r in closed) / len(closed)
     assert strict["closed_accuracy"]["value"] == pytest.approx(expected)
     assert strict["open_accuracy"]["value"] == 0.0
-    assert set(results["metrics"]["prior"]["rocov2"]["caption"]) == {"bleu", "token_recall"}
+    assert set(results["metrics"]["prior"]["rocov2"]["caption"]) >= {"bleu", "bleu4_sentence", "token_recall", "rouge1"}
+    assert set(results["metrics"]["prior"]["slake"]) == {"strict", "clinical", "llava-med", "multimedeval"}
+    slake_groups = results["subgroups"]["prior"]["slake"]
+    assert set(slake_groups) == {"modality", "location", "content_type"}
+    assert sum(g["n"] for g in slake_groups["modality"]["groups"].values()) == results["tasks"]["slake"]["n_samples"]
     assert results["tasks"]["slake"]["closed_rule"]["rule"] == "yesno"
 
 

@@ -1,35 +1,38 @@
-"""From per-sample scores to task metrics with 95% bootstrap CIs.
+"""From predictions to per-sample scores to task metrics with 95% bootstrap CIs.
 
-VQA metrics (per protocol): ``closed_accuracy`` and ``open_accuracy`` are means over the closed/open samples,
-``overall_accuracy`` the mean over all samples. Caption metrics live under the protocol key ``caption``.
+VQA (per protocol): ``closed_accuracy`` and ``open_accuracy`` are means of the per-sample score over the
+protocol's closed/open samples, ``overall_accuracy`` the mean over all samples, plus any protocol extras.
+Captions (protocol key ``caption``): ``bleu`` (corpus, resampled at corpus level), ``bleu4_sentence``,
+``token_recall``, ``rouge1`` and ``bertscore_f1`` (when a BERTScore model is available).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from medbench.schema import TaskKind
-from medbench.scoring.caption import bleu_from_statistics, bleu_statistics, token_recall
-from medbench.scoring.vqa import coerce_text, extract_answer, strict_score
-from medbench.stats import (
-    DEFAULT_RESAMPLES,
-    DEFAULT_SEED,
-    bootstrap_corpus_ci,
-    bootstrap_mean_ci,
-    metric_entry,
-)
+from medbench.scoring.bertscore import BertScoreChoice, bertscore_f1
+from medbench.scoring.caption import bleu_from_statistics, bleu_statistics, lexical_caption_scores
+from medbench.scoring.protocols import Protocol, protocols
+from medbench.scoring.vqa import coerce_text, extract_answer
+from medbench.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_corpus_ci, bootstrap_mean_ci, metric_entry
 
-VQA_PROTOCOLS: tuple[str, ...] = ("strict",)
 CAPTION_PROTOCOL = "caption"
+CAPTION_METRICS = ("bleu", "bleu4_sentence", "token_recall", "rouge1", "bertscore_f1")
+Metrics = dict[str, dict[str, Any]]
 
 
-def score_sample(kind: TaskKind, prediction: Any, reference: str) -> dict[str, float]:
-    """Per-sample scores stored in each prediction row: ``{protocol or metric: value}``."""
-    if kind == "caption":
-        return {"token_recall": token_recall(coerce_text(prediction), reference)}
-    return {"strict": strict_score(prediction, reference)}
+@dataclass(frozen=True)
+class ScoringOptions:
+    """Settings that change metric values or their CIs (recorded in run.json)."""
+
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+    bertscore: BertScoreChoice | None = None
+    subgroup_fields: tuple[str, ...] = field(default_factory=tuple)
 
 
 def answer_of(kind: TaskKind, prediction: Any) -> str:
@@ -37,58 +40,110 @@ def answer_of(kind: TaskKind, prediction: Any) -> str:
     return coerce_text(prediction).strip() if kind == "caption" else extract_answer(prediction)
 
 
-def _mean_metric(values: np.ndarray, resamples: int, seed: int) -> dict[str, object]:
+def score_batch(
+    kind: TaskKind,
+    predictions: Sequence[Any],
+    references: Sequence[str],
+    answer_types: Sequence[str | None],
+    options: ScoringOptions,
+) -> list[dict[str, float]]:
+    """Per-sample scores for a batch: ``{protocol: score, "protocol/extra": value}`` (VQA) or
+    ``{metric: value}`` (captions)."""
+    if kind == "caption":
+        texts = [coerce_text(p) for p in predictions]
+        out = [lexical_caption_scores(t, r) for t, r in zip(texts, references, strict=True)]
+        if options.bertscore is not None and options.bertscore.model is not None:
+            for row, value in zip(out, bertscore_f1(texts, references, options.bertscore), strict=True):
+                row["bertscore_f1"] = value
+        return out
+    rows = []
+    for prediction, reference, answer_type in zip(predictions, references, answer_types, strict=True):
+        scores: dict[str, float] = {}
+        for protocol in protocols().values():
+            values = protocol.score(prediction, reference, answer_type)
+            scores[protocol.name] = values["score"]
+            scores.update({f"{protocol.name}/{k}": v for k, v in values.items() if k != "score"})
+        rows.append(scores)
+    return rows
+
+
+def _mean_metric(values: np.ndarray, options: ScoringOptions) -> dict[str, Any]:
     if values.size == 0:
         return metric_entry(None, None, 0)
-    return metric_entry(float(values.mean()), bootstrap_mean_ci(values, resamples=resamples, seed=seed), values.size)
+    ci = bootstrap_mean_ci(values, resamples=options.resamples, seed=options.seed)
+    return metric_entry(float(values.mean()), ci, int(values.size))
 
 
-def aggregate_vqa(
-    rows: Sequence[Mapping[str, Any]], *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
-) -> dict[str, dict[str, dict[str, object]]]:
-    """``{protocol: {closed_accuracy, open_accuracy, overall_accuracy}}`` from scored prediction rows."""
-    closed = np.array([r.get("answer_type") == "closed" for r in rows], dtype=bool)
-    out: dict[str, dict[str, dict[str, object]]] = {}
-    for protocol in VQA_PROTOCOLS:
-        scores = np.array([float(r["scores"][protocol]) for r in rows], dtype=np.float64)
-        out[protocol] = {
-            "closed_accuracy": _mean_metric(scores[closed], resamples, seed),
-            "open_accuracy": _mean_metric(scores[~closed], resamples, seed),
-            "overall_accuracy": _mean_metric(scores, resamples, seed),
-        }
+def _protocol_metrics(protocol: Protocol, rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> Metrics:
+    closed = np.array([protocol.is_closed(str(r["reference"]), r.get("answer_type")) for r in rows], dtype=bool)
+    scores = np.array([float(r["scores"][protocol.name]) for r in rows], dtype=np.float64)
+    metrics = {
+        "closed_accuracy": _mean_metric(scores[closed], options),
+        "open_accuracy": _mean_metric(scores[~closed], options),
+        "overall_accuracy": _mean_metric(scores, options),
+    }
+    for metric, (key, subset) in protocol.extra_metrics.items():
+        mask = {"closed": closed, "open": ~closed, "all": np.ones_like(closed)}[subset]
+        values = [float(r["scores"][f"{protocol.name}/{key}"]) for r, keep in zip(rows, mask, strict=True) if keep]
+        metrics[metric] = _mean_metric(np.array(values, dtype=np.float64), options)
+    return metrics
+
+
+def aggregate_vqa(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
+    """``{protocol: {closed_accuracy, open_accuracy, overall_accuracy, ...extras}}``."""
+    return {name: _protocol_metrics(p, rows, options) for name, p in protocols().items()}
+
+
+def subgroups_vqa(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Any]:
+    """Per-subgroup metrics: ``{field: {value: {"n", "n_closed", "n_open", protocol: metrics}}}``.
+
+    Rows whose metadata lacks the field (e.g. VQA-RAD mirror rows not joined to the original) are left out of
+    that field's breakdown; ``missing`` counts them.
+    """
+    out: dict[str, Any] = {}
+    for field_name in options.subgroup_fields:
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        missing = 0
+        for row in rows:
+            value = (row.get("metadata") or {}).get(field_name)
+            if value in (None, ""):
+                missing += 1
+                continue
+            groups.setdefault(str(value), []).append(row)
+        if not groups:
+            continue
+        breakdown: dict[str, Any] = {}
+        for value in sorted(groups):
+            members = groups[value]
+            n_closed = sum(1 for r in members if r.get("answer_type") == "closed")
+            breakdown[value] = {
+                "n": len(members),
+                "n_closed": n_closed,
+                "n_open": len(members) - n_closed,
+                **aggregate_vqa(members, options),
+            }
+        out[field_name] = {"missing": missing, "groups": breakdown}
     return out
 
 
-def aggregate_captions(
-    rows: Sequence[Mapping[str, Any]], *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
-) -> dict[str, dict[str, dict[str, object]]]:
-    """``{"caption": {bleu, token_recall}}``; BLEU's CI resamples whole captions at corpus level."""
-    preds = [coerce_text(r.get("prediction")) for r in rows]
-    refs = [str(r["reference"]) for r in rows]
-    recall = np.array([float(r["scores"]["token_recall"]) for r in rows], dtype=np.float64)
+def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
+    """``{"caption": {bleu, bleu4_sentence, token_recall, rouge1, bertscore_f1?}}``."""
+    metrics: Metrics = {}
     if rows:
-        stats = bleu_statistics(preds, refs)
-        bleu = metric_entry(
-            bleu_from_statistics(stats.sum(axis=0)),
-            bootstrap_corpus_ci(stats, bleu_from_statistics, resamples=resamples, seed=seed),
-            len(rows),
-        )
+        stats = bleu_statistics([coerce_text(r.get("prediction")) for r in rows], [str(r["reference"]) for r in rows])
+        ci = bootstrap_corpus_ci(stats, bleu_from_statistics, resamples=options.resamples, seed=options.seed)
+        metrics["bleu"] = metric_entry(bleu_from_statistics(stats.sum(axis=0)), ci, len(rows))
     else:
-        bleu = metric_entry(None, None, 0)
-    return {CAPTION_PROTOCOL: {"bleu": bleu, "token_recall": _mean_metric(recall, resamples, seed)}}
+        metrics["bleu"] = metric_entry(None, None, 0)
+    for name in CAPTION_METRICS[1:]:
+        if rows and all(name in r["scores"] for r in rows):
+            metrics[name] = _mean_metric(np.array([float(r["scores"][name]) for r in rows]), options)
+    return {CAPTION_PROTOCOL: metrics}
 
 
-def aggregate(
-    kind: TaskKind,
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-) -> dict[str, dict[str, dict[str, object]]]:
+def aggregate(kind: TaskKind, rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
     """Metrics for one task's scored rows."""
-    if kind == "caption":
-        return aggregate_captions(rows, resamples=resamples, seed=seed)
-    return aggregate_vqa(rows, resamples=resamples, seed=seed)
+    return aggregate_captions(rows, options) if kind == "caption" else aggregate_vqa(rows, options)
 
 
 def headline_protocol(kind: TaskKind, protocol: str) -> str:

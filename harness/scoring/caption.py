@@ -1,8 +1,11 @@
-"""Caption metrics for ROCOv2: sacrebleu corpus BLEU (with bootstrap-able sufficient statistics) and token recall.
+"""Lexical caption metrics for ROCOv2 (pure functions; BERTScore lives in ``bertscore.py``).
 
-``bleu`` is ``sacrebleu`` corpus BLEU-4 (13a tokenizer, exponential smoothing, case-sensitive: its defaults),
-divided by 100 so it reads like the paper's 0.026-0.047. ``token_recall`` is the share of the reference's
-distinct normalised tokens (lowercase, runs of letters/digits) that appear in the prediction.
+* ``bleu``: sacrebleu corpus BLEU-4 (13a tokenizer, exponential smoothing, case-sensitive: its defaults), divided
+  by 100 so it reads like the paper's 0.026-0.047; bootstrap-able through per-sentence sufficient statistics.
+* ``bleu4_sentence``: mean nltk sentence BLEU-4 (uniform weights, smoothing method1), lowercased whitespace tokens
+  — the "BLEU" of many captioning papers, on a 0-1 scale.
+* ``token_recall``: share of the reference's distinct tokens (lowercase runs of letters/digits) in the prediction.
+* ``rouge1``: rouge-score ROUGE-1 F-measure, no stemming (its default tokenizer lowercases, keeps [a-z0-9]).
 """
 
 from __future__ import annotations
@@ -31,11 +34,61 @@ def token_recall(prediction: str, reference: str) -> float:
     return len(ref & caption_tokens(prediction)) / len(ref)
 
 
+def bleu4_sentence(prediction: str, reference: str) -> float:
+    """nltk sentence BLEU-4 with smoothing method1 on lowercased whitespace tokens (0 for an empty prediction)."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    hyp, ref = str(prediction).lower().split(), str(reference).lower().split()
+    if not hyp or not ref:
+        return 0.0
+    return float(sentence_bleu([ref], hyp, smoothing_function=SmoothingFunction().method1))
+
+
+@lru_cache(maxsize=1)
+def _rouge() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+
+
+def rouge1(prediction: str, reference: str) -> float:
+    """ROUGE-1 F-measure (rouge-score, no stemming)."""
+    return float(_rouge().score(str(reference), str(prediction))["rouge1"].fmeasure)
+
+
+def lexical_caption_scores(prediction: str, reference: str) -> dict[str, float]:
+    """All per-caption lexical scores of one prediction."""
+    return {
+        "token_recall": token_recall(prediction, reference),
+        "bleu4_sentence": bleu4_sentence(prediction, reference),
+        "rouge1": rouge1(prediction, reference),
+    }
+
+
+def lexical_variants() -> dict[str, Any]:
+    """Library versions and settings of the per-caption lexical metrics."""
+    from importlib.metadata import version
+
+    return {
+        "bleu": bleu_variant(),
+        "bleu4_sentence": {
+            "library": f"nltk {version('nltk')}",
+            "weights": [0.25] * 4,
+            "smoothing": "method1",
+            "tokens": "lowercased, whitespace-split",
+        },
+        "token_recall": "distinct [a-z0-9]+ tokens of the lowercased reference found in the prediction",
+        "rouge1": {"library": f"rouge-score {version('rouge-score')}", "measure": "F", "use_stemmer": False},
+    }
+
+
 @lru_cache(maxsize=1)
 def _bleu() -> Any:
     from sacrebleu.metrics import BLEU
 
-    return BLEU()
+    # Only used to extract per-sentence n-gram counts, which effective_order does not change; setting it stops
+    # sacrebleu's per-sentence warning. Corpus BLEU is computed from the summed counts without it.
+    return BLEU(effective_order=True)
 
 
 def bleu_statistics(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
