@@ -169,8 +169,8 @@ def test_corpus_ci_ratio_of_sums_is_not_mean_of_ratios() -> None:
 
 def test_corpus_ci_matches_mean_ci_for_a_mean_metric() -> None:
     # with rows [value, 1] the ratio of sums is the sample mean, so the two bootstraps estimate the same thing;
-    # with the same seed and resample count both resample the same rows
-    values = _binary(50)
+    # with the same seed and resample count both resample the same rows (non-binary values: index resampling)
+    values = np.random.default_rng(7).random(50)
     stats = np.stack([values, np.ones_like(values)], axis=1)
     corpus = bootstrap_corpus_ci(stats, _ratio, seed=4, resamples=500)
     mean = bootstrap_mean_ci(values, seed=4, resamples=500)
@@ -192,3 +192,14 @@ def test_corpus_ci_single_row() -> None:
 def test_metric_entry() -> None:
     assert metric_entry(0.5, (0.25, 0.75), 8) == {"value": 0.5, "ci95": [0.25, 0.75], "n": 8}
     assert metric_entry(None, None, 0) == {"value": None, "ci95": None, "n": 0}
+
+
+def test_binary_fast_path_has_the_index_bootstrap_distribution() -> None:
+    # For 0/1 scores the resampled mean is Binomial(n, p)/n; index resampling (the corpus path) must agree
+    # up to Monte-Carlo error with many resamples.
+    values = np.array([1.0] * 130 + [0.0] * 70)
+    stats = np.stack([values, np.ones_like(values)], axis=1)
+    fast = bootstrap_mean_ci(values, resamples=20000, seed=1)
+    slow = bootstrap_corpus_ci(stats, _ratio, resamples=20000, seed=2)
+    assert fast is not None and slow is not None
+    assert fast == pytest.approx(slow, abs=0.0101)

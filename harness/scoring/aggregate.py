@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 from medbench.schema import TaskKind
 from medbench.scoring.bertscore import BertScoreChoice, bertscore_f1
-from medbench.scoring.caption import bleu_from_statistics, bleu_statistics, lexical_caption_scores
+from medbench.scoring.caption import (
+    bleu_from_statistics,
+    bleu_from_statistics_batch,
+    bleu_statistics,
+    lexical_caption_scores,
+)
+from medbench.scoring.parallel import map_chunks
 from medbench.scoring.protocols import Protocol, protocols
 from medbench.scoring.vqa import coerce_text, extract_answer
 from medbench.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_corpus_ci, bootstrap_mean_ci, metric_entry
@@ -50,21 +56,47 @@ def score_batch(
     """Per-sample scores for a batch: ``{protocol: score, "protocol/extra": value}`` (VQA) or
     ``{metric: value}`` (captions)."""
     if kind == "caption":
-        texts = [coerce_text(p) for p in predictions]
-        out = [lexical_caption_scores(t, r) for t, r in zip(texts, references, strict=True)]
+        pairs = list(zip([coerce_text(p) for p in predictions], [str(r) for r in references], strict=True))
+        out = []
+        # One pass over the captions also yields their BLEU statistics, memoised for aggregate_captions.
+        for (lexical, stats), pair in zip(map_chunks(_caption_chunk, pairs), pairs, strict=True):
+            out.append(lexical)
+            _remember_bleu_stats(pair, stats)
+        texts = [p for p, _ in pairs]
         if options.bertscore is not None and options.bertscore.model is not None:
             for row, value in zip(out, bertscore_f1(texts, references, options.bertscore), strict=True):
                 row["bertscore_f1"] = value
         return out
     rows = []
+    registered = list(protocols().values())
     for prediction, reference, answer_type in zip(predictions, references, answer_types, strict=True):
         scores: dict[str, float] = {}
-        for protocol in protocols().values():
+        for protocol in registered:
             values = protocol.score(prediction, reference, answer_type)
             scores[protocol.name] = values["score"]
             scores.update({f"{protocol.name}/{k}": v for k, v in values.items() if k != "score"})
         rows.append(scores)
     return rows
+
+
+_BLEU_STATS: dict[tuple[str, str], list[int]] = {}
+_BLEU_STATS_MAX = 200_000
+
+
+def _remember_bleu_stats(pair: tuple[str, str], stats: list[int]) -> None:
+    if len(_BLEU_STATS) >= _BLEU_STATS_MAX:
+        _BLEU_STATS.clear()
+    _BLEU_STATS[pair] = stats
+
+
+def _bleu_chunk(pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+    # plain lists: cheap to send back from a worker process
+    return bleu_statistics([p for p, _ in pairs], [r for _, r in pairs]).tolist()
+
+
+def _caption_chunk(pairs: Sequence[tuple[str, str]]) -> list[tuple[dict[str, float], list[int]]]:
+    stats = _bleu_chunk(pairs)
+    return [(lexical_caption_scores(p, r), s) for (p, r), s in zip(pairs, stats, strict=True)]
 
 
 def _mean_metric(values: np.ndarray, options: ScoringOptions) -> dict[str, Any]:
@@ -130,8 +162,19 @@ def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOption
     """``{"caption": {bleu, bleu4_sentence, token_recall, rouge1, bertscore_f1?}}``."""
     metrics: Metrics = {}
     if rows:
-        stats = bleu_statistics([coerce_text(r.get("prediction")) for r in rows], [str(r["reference"]) for r in rows])
-        ci = bootstrap_corpus_ci(stats, bleu_from_statistics, resamples=options.resamples, seed=options.seed)
+        pairs = [(coerce_text(r.get("prediction")), str(r["reference"])) for r in rows]
+        known = {pair: _BLEU_STATS[pair] for pair in pairs if pair in _BLEU_STATS}
+        missing = list(dict.fromkeys(pair for pair in pairs if pair not in known))
+        if missing:
+            known.update(zip(missing, map_chunks(_bleu_chunk, missing), strict=True))
+        stats = np.asarray([known[pair] for pair in pairs], dtype=np.int64)
+        ci = bootstrap_corpus_ci(
+            stats,
+            bleu_from_statistics,
+            batch_metric=bleu_from_statistics_batch,
+            resamples=options.resamples,
+            seed=options.seed,
+        )
         metrics["bleu"] = metric_entry(bleu_from_statistics(stats.sum(axis=0)), ci, len(rows))
     else:
         metrics["bleu"] = metric_entry(None, None, 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 _PUNCT = [
@@ -84,12 +84,14 @@ def process_digit_article(text: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_answer(text: str) -> str:
     """Full VQA-v2 normalisation of one answer string (lowercased, whitespace collapsed)."""
     text = " ".join(str(text).replace("\n", " ").replace("\t", " ").split()).lower()
     return process_digit_article(process_punctuation(text))
 
 
+@lru_cache(maxsize=1 << 16)
 def legacy_normalize(text: str) -> str:
     """The VQA-v2 normaliser exactly as LLaVA-Med v1.0 (``normalize_word``) and MultiMedEval (``clean_str``,
     after its own lowercasing) run it, quirks included: punctuation decided per mark on the whole input, periods

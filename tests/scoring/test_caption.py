@@ -174,3 +174,92 @@ def test_bleu_variant_in_a_fresh_process() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "nrefs:1" in proc.stdout
+
+
+def _random_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    import random
+
+    rng = random.Random(seed)
+    words = [
+        "Left",
+        "left",
+        "RIGHT",
+        "lung,",
+        "lung.",
+        "effusion",
+        "x-ray",
+        "ct",
+        "of",
+        "the",
+        "a",
+        "3.5",
+        "cm",
+        "mass",
+        "nodule",
+        "(no)",
+        "é",
+    ]
+    pairs = []
+    for _ in range(n):
+        pairs.append(
+            (" ".join(rng.choices(words, k=rng.randint(0, 12))), " ".join(rng.choices(words, k=rng.randint(1, 12))))
+        )
+    return pairs
+
+
+def test_bleu4_sentence_equals_nltk_method1() -> None:
+    from medbench.scoring.caption import bleu4_sentence
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    smooth = SmoothingFunction().method1
+    for pred, ref in _random_pairs(2000, 1):
+        hyp, refs = pred.lower().split(), ref.lower().split()
+        expected = sentence_bleu([refs], hyp, smoothing_function=smooth) if hyp else 0.0
+        assert bleu4_sentence(pred, ref) == pytest.approx(expected, abs=1e-12), (pred, ref)
+
+
+def test_rouge1_equals_rouge_score() -> None:
+    from medbench.scoring.caption import rouge1
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+    for pred, ref in _random_pairs(2000, 2):
+        assert rouge1(pred, ref) == pytest.approx(scorer.score(ref, pred)["rouge1"].fmeasure, abs=1e-12), (pred, ref)
+
+
+def test_vectorised_bleu_matches_sacrebleu_compute_bleu() -> None:
+    from medbench.scoring.caption import bleu_from_statistics_batch
+    from sacrebleu.metrics import BLEU
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for _ in range(3000):
+        total = rng.integers(0, 6, size=4) * rng.integers(0, 2)  # some all-zero rows
+        total = np.sort(total)[::-1]  # higher orders never have more n-grams than lower ones
+        correct = np.minimum(total, rng.integers(0, 6, size=4))
+        rows.append([int(total[0]), int(rng.integers(0, 8)), *correct.tolist(), *total.tolist()])
+    rows += [[0, 5, 0, 0, 0, 0, 0, 0, 0, 0], [3, 3, 3, 0, 0, 0, 3, 2, 1, 0], [9, 4, 5, 3, 0, 1, 9, 8, 7, 6]]
+    stats = np.array(rows)
+    got = bleu_from_statistics_batch(stats)
+    for row, value in zip(stats, got, strict=True):
+        expected = BLEU.compute_bleu(list(row[2:6]), list(row[6:]), int(row[0]), int(row[1]), smooth_method="exp").score
+        assert value == pytest.approx(expected / 100, abs=1e-12), row
+
+
+def test_bleu_statistics_equal_sacrebleus_own() -> None:
+    from sacrebleu.metrics import BLEU
+
+    pairs = [*_random_pairs(1500, 3), ("", "a b"), ("a", ""), ("x-ray, 3.5cm &amp; 'q' -\ntail", "x-ray 3.5 cm & q")]
+    preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
+    expected = np.array(BLEU(effective_order=True)._extract_corpus_statistics(preds, [refs]))
+    assert np.array_equal(bleu_statistics(preds, refs), expected)
+
+
+def test_combined_lexical_scores_equal_the_separate_functions() -> None:
+    from medbench.scoring.caption import bleu4_sentence, lexical_caption_scores, rouge1
+
+    for pred, ref in [*_random_pairs(500, 4), ("", "x"), ("x", "")]:
+        combined = lexical_caption_scores(pred, ref)
+        assert combined["token_recall"] == pytest.approx(token_recall(pred, ref), abs=1e-15)
+        assert combined["bleu4_sentence"] == pytest.approx(bleu4_sentence(pred, ref), abs=1e-15)
+        assert combined["rouge1"] == pytest.approx(rouge1(pred, ref), abs=1e-15)
