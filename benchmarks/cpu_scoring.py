@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 from medbench.scoring import aggregate as aggregate_module
-from medbench.scoring.aggregate import ScoringOptions, aggregate, score_batch
+from medbench.scoring.aggregate import ScoringOptions, aggregate, score_rows
 from medbench.stats import DEFAULT_RESAMPLES
 
 SIZES = {"slake": 1061, "pathvqa": 6719, "vqa_rad": 451}
@@ -113,16 +113,8 @@ def medbench_way(tasks: dict[str, list[dict]], options: ScoringOptions) -> tuple
     for task, rows in tasks.items():
         kind = "caption" if task == "rocov2" else "vqa"
         start = time.perf_counter()
-        scores = score_batch(
-            kind,
-            [r["prediction"] for r in rows],
-            [r["reference"] for r in rows],
-            [r["answer_type"] for r in rows],
-            options,
-        )
+        score_rows(kind, rows, options)
         scoring += time.perf_counter() - start
-        for row, score in zip(rows, scores, strict=True):
-            row["scores"] = score
         start = time.perf_counter()
         aggregate(kind, rows, options)
         aggregation += time.perf_counter() - start

@@ -13,7 +13,7 @@ from typing import Any
 
 from medbench.errors import DataError
 from medbench.schema import TaskKind
-from medbench.scoring.aggregate import CAPTION_PROTOCOL, ScoringOptions, aggregate, score_batch
+from medbench.scoring.aggregate import CAPTION_PROTOCOL, ScoringOptions, aggregate, score_rows
 from medbench.scoring.protocols import get_protocol
 from medbench.scoring.vqa import coerce_text
 
@@ -75,15 +75,7 @@ def score_files(paths: Sequence[Path], protocol: str, options: ScoringOptions) -
     out: dict[str, Any] = {"protocol": protocol, "tasks": {}}
     for task, rows in read_rows(paths).items():
         kind = task_kind(task, rows)
-        scores = score_batch(
-            kind,
-            [r["prediction"] for r in rows],
-            [r["reference"] for r in rows],
-            [r["answer_type"] for r in rows],
-            options,
-        )
-        for row, score in zip(rows, scores, strict=True):
-            row["scores"] = score
+        score_rows(kind, rows, options)
         metrics = aggregate(kind, rows, options)
         out["tasks"][task] = metrics[CAPTION_PROTOCOL if kind == "caption" else protocol]
     return out

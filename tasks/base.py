@@ -110,6 +110,23 @@ def clean_text(value: Any, *, field_name: str, where: str) -> str:
     return text
 
 
+def qid_record(record: dict[str, Any], seen: set[str], *, image_key: str, where: str) -> tuple[str, str, str, str]:
+    """``(id, question, answer, image name)`` of an original-layout record keyed by ``qid`` (SLAKE, VQA-RAD).
+
+    Raises :class:`SampleError` for a missing or repeated qid and an empty question, answer or image name.
+    """
+    qid = record.get("qid")
+    if qid is None:
+        raise SampleError(f"{where}: record has no qid")
+    sample_id = str(qid)
+    if sample_id in seen:
+        raise SampleError(f"{where}: duplicate qid {sample_id}; only the first is used")
+    question = clean_text(record.get("question"), field_name="question", where=where)
+    answer = clean_text(record.get("answer"), field_name="answer", where=where)
+    image = clean_text(record.get(image_key), field_name=image_key, where=where)
+    return sample_id, question, answer, image
+
+
 def content_id(*parts: str) -> str:
     """A stable id from content, for sources without a native id."""
     return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]

@@ -14,7 +14,7 @@ from pathlib import Path
 from medbench.errors import DataError, SampleError
 from medbench.images import safe_join, safe_member
 from medbench.registry import register_task
-from medbench.schema import ImageRef
+from medbench.schema import ImageRef, Sample
 from medbench.tasks._readers import listing_checksum, read_json_records, sha256_file
 from medbench.tasks.base import (
     DataSource,
@@ -23,7 +23,7 @@ from medbench.tasks.base import (
     LoadOptions,
     Skipped,
     Task,
-    clean_text,
+    qid_record,
 )
 
 _SPLIT_FILES = {
@@ -74,7 +74,9 @@ Get it from https://www.med-vqa.com/slake or the Hugging Face mirror BoKelvin/SL
         else:
             raise DataError(self.missing_data_message([f"{img_dir}/ or {zip_path} (neither found)"]))
 
-        samples, skipped, seen = [], [], set()
+        samples: list[Sample] = []
+        skipped: list[Skipped] = []
+        seen: set[str] = set()
         non_english = 0
         for index, record in enumerate(records):
             where = f"{json_path}[{index}]"
@@ -84,19 +86,12 @@ Get it from https://www.med-vqa.com/slake or the Hugging Face mirror BoKelvin/SL
             if record.get("q_lang", "en") != "en":
                 non_english += 1
                 continue
-            qid = record.get("qid")
-            sample_id = str(qid) if qid is not None else None
             try:
-                if sample_id is None:
-                    raise SampleError(f"{where}: record has no qid")
-                if sample_id in seen:
-                    raise SampleError(f"{where}: duplicate qid {sample_id}; only the first is used")
-                question = clean_text(record.get("question"), field_name="question", where=where)
-                answer = clean_text(record.get("answer"), field_name="answer", where=where)
-                img_name = clean_text(record.get("img_name"), field_name="img_name", where=where)
+                sample_id, question, answer, img_name = qid_record(record, seen, image_key="img_name", where=where)
                 image = self._image(img_name, img_dir, zip_path, members, where)
             except SampleError as exc:
-                skipped.append(Skipped(where, str(exc), sample_id))
+                qid = record.get("qid")
+                skipped.append(Skipped(where, str(exc), str(qid) if qid is not None else None))
                 continue
             seen.add(sample_id)
             samples.append(

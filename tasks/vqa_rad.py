@@ -36,6 +36,7 @@ from medbench.tasks.base import (
     Task,
     clean_text,
     content_id,
+    qid_record,
 )
 
 ORIGINAL_JSON = "VQA_RAD Dataset Public.json"
@@ -97,21 +98,14 @@ Get it from https://osf.io/89kps/ or `medbench data fetch --tasks vqa_rad` where
         skipped: list[Skipped] = []
         seen: set[str] = set()
         for where, record in rows:
-            qid = record.get("qid")
-            sample_id = str(qid) if qid is not None else None
             try:
-                if sample_id is None:
-                    raise SampleError(f"{where}: record has no qid")
-                if sample_id in seen:
-                    raise SampleError(f"{where}: duplicate qid {sample_id}; only the first is used")
-                question = clean_text(record.get("question"), field_name="question", where=where)
-                answer = clean_text(record.get("answer"), field_name="answer", where=where)
-                name = clean_text(record.get("image_name"), field_name="image_name", where=where)
+                sample_id, question, answer, name = qid_record(record, seen, image_key="image_name", where=where)
                 path = safe_join(folder, name, where=where)
                 if not path.is_file():
                     raise SampleError(f"{where}: image {path} is missing; re-download the VQA-RAD image folder")
             except SampleError as exc:
-                skipped.append(Skipped(where, str(exc), sample_id))
+                qid = record.get("qid")
+                skipped.append(Skipped(where, str(exc), str(qid) if qid is not None else None))
                 continue
             seen.add(sample_id)
             samples.append(

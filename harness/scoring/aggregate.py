@@ -89,6 +89,19 @@ def _remember_bleu_stats(pair: tuple[str, str], stats: list[int]) -> None:
     _BLEU_STATS[pair] = stats
 
 
+def score_rows(kind: TaskKind, rows: Sequence[dict[str, Any]], options: ScoringOptions) -> None:
+    """Recompute and set ``row["scores"]`` for prediction rows (``prediction``, ``reference``, ``answer_type``)."""
+    scores = score_batch(
+        kind,
+        [r["prediction"] for r in rows],
+        [r["reference"] for r in rows],
+        [r.get("answer_type") for r in rows],
+        options,
+    )
+    for row, score in zip(rows, scores, strict=True):
+        row["scores"] = score
+
+
 def _bleu_chunk(pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
     # plain lists: cheap to send back from a worker process
     return bleu_statistics([p for p, _ in pairs], [r for _, r in pairs]).tolist()

@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 
 from medbench.scoring.normalize import normalize_answer
-from medbench.scoring.vqa import extract_answer, first_yes_no
+from medbench.scoring.vqa import strict_score
 
 TABLE = "clinical_synonyms.json"
 _SHORT = 2
@@ -73,12 +73,10 @@ def canonical(normalized: str) -> str:
     return " ".join(out)
 
 
+def _same_canonical(answer: str, gold: str) -> bool:
+    return canonical(answer) == canonical(gold)
+
+
 def clinical_score(prediction: Any, reference: str) -> float:
     """1.0 if the prediction is the gold answer or a clinically equivalent one, else 0.0."""
-    gold = normalize_answer(reference)
-    answer = normalize_answer(extract_answer(prediction))
-    if not answer:
-        return 0.0
-    if gold in ("yes", "no"):
-        return float(first_yes_no(answer) == gold)
-    return float(answer == gold or canonical(answer) == canonical(gold))
+    return strict_score(prediction, reference, equivalent=_same_canonical)

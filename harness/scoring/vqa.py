@@ -8,6 +8,7 @@ the first whole-word yes/no of the answer; otherwise require normalised exact ma
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from medbench.scoring.normalize import normalize_answer
@@ -45,12 +46,16 @@ def first_yes_no(normalized: str) -> str | None:
     return match.group(1) if match else None
 
 
-def strict_score(prediction: Any, reference: str) -> float:
-    """1.0 if ``prediction`` answers ``reference`` under the ``strict`` protocol, else 0.0."""
+def strict_score(prediction: Any, reference: str, equivalent: Callable[[str, str], bool] | None = None) -> float:
+    """1.0 if ``prediction`` answers ``reference`` under the ``strict`` protocol, else 0.0.
+
+    ``equivalent(answer, gold)`` (both normalised) may accept a non-identical open answer: the ``clinical``
+    protocol passes its synonym table here.
+    """
     gold = normalize_answer(reference)
     answer = normalize_answer(extract_answer(prediction))
     if not answer:
         return 0.0
     if gold in ("yes", "no"):
         return float(first_yes_no(answer) == gold)
-    return float(answer == gold)
+    return float(answer == gold or (equivalent is not None and equivalent(answer, gold)))
