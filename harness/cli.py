@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medbench import __version__
-from medbench.errors import MedbenchError
+from medbench.errors import MedbenchError, UsageError
 from medbench.tasks.base import CLOSED_RULES
 
 
@@ -119,6 +119,27 @@ def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
         console.print(table)
 
 
+def _batch_size(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--batch-size must be a positive number or auto, not {value!r}")
+    return int(value)
+
+
+def _model_args(items: Sequence[str], models: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``MODEL.KEY=VALUE`` items grouped by model; the model part must be one of ``models`` (names may contain dots,
+    so the longest matching model name wins)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        model = max((m for m in models if target.startswith(m + ".")), key=len, default=None)
+        if not sep or model is None or not target[len(model) + 1 :]:
+            raise UsageError(f"--model-arg {item!r}: expected MODEL.KEY=VALUE with MODEL one of {', '.join(models)}")
+        out.setdefault(model, {})[target[len(model) + 1 :]] = value
+    return out
+
+
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from medbench.registry import resolve_task_names
     from medbench.runner import DEFAULT_MODELS, RunConfig, execute
@@ -142,7 +163,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         full=args.full,
         seed=args.seed,
         resamples=args.resamples,
-        batch_size=args.batch_size,
+        batch_size=_batch_size(args.batch_size),
+        model_args=_model_args(args.model_arg, models),
+        cache=args.cache,
+        no_cache=args.no_cache,
         verify_images=not args.no_verify_images,
         protocol=args.protocol,
         bertscore_model=args.bertscore_model,
@@ -159,6 +183,12 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         results = execute(config, progress, argv)
     print_results(results, Console())
     print_protocol_comparison(results, Console())
+    counts = results.get("counts", {})
+    summary = ", ".join(
+        f"{m}: " + " ".join(f"{t} {c['generated']}g/{c['cached']}c/{c['skipped']}s" for t, c in per.items())
+        for m, per in counts.items()
+    )
+    err.print(f"samples generated (g) / from cache (c) / skipped (s): {summary}")
     err.print(
         f"results: {output / 'results.json'}\npredictions: {output / 'predictions'}/\nrun record: {output / 'run.json'}"
     )
@@ -264,7 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true", help="rocov2: all test captions, not the fixed 1,000 subset")
     run.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     run.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    run.add_argument("--batch-size", type=int, help="override the model's batch size")
+    run.add_argument("--batch-size", default="auto", help="N, or auto (the adapter's own default)")
+    run.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="MODEL.KEY=VALUE",
+        help="an option for one model, e.g. llama32med.adapter=/path or openai:gpt-4o.base_url=URL",
+    )
+    run.add_argument(
+        "--cache",
+        type=Path,
+        help="prediction cache file (default: $MEDBENCH_CACHE or ~/.cache/medbench/predictions.sqlite)",
+    )
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the prediction cache")
     run.add_argument("--no-verify-images", action="store_true", help="skip decoding every image before the run")
     run.add_argument("--protocol", default="strict", help="headline VQA protocol (all are computed; see docs)")
     _bertscore_args(run)

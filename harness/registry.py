@@ -101,9 +101,21 @@ def register_model(name: str, factory: str, description: str, *, prefix: bool = 
     _MODELS[name] = ModelEntry(name, factory, description, prefix)
 
 
+_plugins_loaded = False
+
+
 def model_registry() -> dict[str, ModelEntry]:
-    """All registered models (importing only the light registration module)."""
+    """All registered models: the built-ins (importing only the light registration module) and third-party
+    adapters exposed under the ``medbench.models`` entry-point group (``name = "module:factory"``; a name ending
+    in ":" is a prefix, like ``hf:``). Plugins are registered by reference, not imported, until used."""
+    global _plugins_loaded
     importlib.import_module("medbench.models")
+    if not _plugins_loaded:
+        for ep in entry_points(group="medbench.models"):
+            dist = getattr(ep, "dist", None)
+            origin = f"plugin from {dist.name}" if dist is not None else "plugin"
+            register_model(ep.name, ep.value, origin, prefix=ep.name.endswith(":"))
+        _plugins_loaded = True
     return dict(_MODELS)
 
 

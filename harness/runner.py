@@ -11,15 +11,17 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from medbench import __version__
+from medbench.cache import PredictionCache, default_cache_path
 from medbench.errors import DataError, SampleError
-from medbench.fileio import JsonlWriter, write_json_atomic
+from medbench.fileio import write_json_atomic, write_jsonl_atomic
+from medbench.generation import generate_all, request_keys
 from medbench.images import check_image
 from medbench.models.base import Model
 from medbench.prompts import prompt_hash, render_prompt
@@ -67,11 +69,15 @@ class RunConfig:
     verify_images: bool = True
     bertscore_model: str | None = None
     bertscore_layers: int | None = None
+    cache: Path | None = None  # None: default_cache_path()
+    no_cache: bool = False
+    model_args: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["output"] = str(self.output)
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
+        data["cache"] = str(self.cache) if self.cache else None
         return data
 
 
@@ -141,11 +147,6 @@ def prepare_task(name: str, config: RunConfig, progress: Progress) -> PreparedTa
     return PreparedTask(task, loaded, samples, skipped, info)
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _training_split(task: Task, config: RunConfig) -> list[Sample]:
     source = locate(task, "train", data_dir=config.data_dir, demo=config.demo)
     return task.load(source, "train", LoadOptions(closed_rule=config.closed_rule, full=True)).samples
@@ -158,8 +159,13 @@ def run_model_on_task(
     out_dir: Path,
     progress: Progress,
     scoring: ScoringOptions,
-) -> list[dict[str, Any]]:
-    """Generate, score and write one model's predictions for one task; returns the rows."""
+    cache: PredictionCache,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Outputs (cached or generated), scores and ``predictions/<model>/<task>.jsonl`` for one model and task.
+
+    The JSONL file is rebuilt in dataset order from the outputs, so a resumed run writes exactly the file an
+    uninterrupted run would. Returns the rows and the generated/cached/skipped counts.
+    """
     task, kind = prepared.task, prepared.task.kind
     requests = [
         Request(
@@ -174,39 +180,43 @@ def run_model_on_task(
         )
         for s in prepared.samples
     ]
-    by_id = {s.id: s for s in prepared.samples}
-    rows: list[dict[str, Any]] = []
-    path = out_dir / "predictions" / model.name.replace("/", "_").replace(":", "_") / f"{task.name}.jsonl"
-    batch_size = config.batch_size or model.batch_size
-    with JsonlWriter(path) as writer, progress(f"{model.name} · {task.name}", len(requests)) as advance:
-        for batch in _batches(requests, batch_size):
-            outputs = model.generate(batch)
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"model {model.name} returned {len(outputs)} outputs for {len(batch)} requests")
-            samples = [by_id[r.sample_id] for r in batch]
-            scores = score_batch(
-                kind, outputs, [s.reference for s in samples], [s.answer_type for s in samples], scoring
-            )
-            new_rows = []
-            for sample, output, score in zip(samples, outputs, scores, strict=True):
-                new_rows.append(
-                    {
-                        "id": sample.id,
-                        "task": task.name,
-                        "model": model.name,
-                        "answer_type": sample.answer_type,
-                        "question": sample.question,
-                        "reference": sample.reference,
-                        "prediction": output,
-                        "answer": answer_of(kind, output),
-                        "metadata": dict(sample.metadata),
-                        "scores": score,
-                    }
-                )
-            writer.write_batch(new_rows)
-            rows.extend(new_rows)
-            advance(len(batch))
-    return rows
+    keys = request_keys(model, requests, prompt_style=config.prompt, data_checksum=prepared.split.checksum())
+    store = cache if model.cacheable else PredictionCache(None)
+    with progress(f"{model.name} · {task.name}", len(requests)) as advance:
+        result = generate_all(
+            model, requests, keys, store, batch_size=config.batch_size or model.batch_size, advance=advance
+        )
+    samples = prepared.samples
+    outputs = [result.outputs[s.id] for s in samples]
+    scores = score_batch(kind, outputs, [s.reference for s in samples], [s.answer_type for s in samples], scoring)
+    rows = [
+        {
+            "id": s.id,
+            "task": task.name,
+            "model": model.name,
+            "answer_type": s.answer_type,
+            "question": s.question,
+            "reference": s.reference,
+            "prediction": output,
+            "answer": answer_of(kind, output),
+            "metadata": dict(s.metadata),
+            "scores": score,
+        }
+        for s, output, score in zip(samples, outputs, scores, strict=True)
+    ]
+    write_jsonl_atomic(out_dir / "predictions" / safe_name(model.name) / f"{task.name}.jsonl", rows)
+    counts = {
+        "generated": result.generated,
+        "cached": result.cached,
+        "skipped": len(prepared.skipped),
+        "empty_outputs": sum(1 for o in outputs if not o.strip()),
+    }
+    return rows, counts
+
+
+def safe_name(model_name: str) -> str:
+    """A model name usable as a folder name (``hf:/x/y+lora:z`` -> ``hf__x_y+lora_z``)."""
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model_name).strip("._") or "model"
 
 
 def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -251,8 +261,12 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "metrics": {},
         "subgroups": {},
     }
+    cache = PredictionCache(None if config.no_cache else (config.cache or default_cache_path()))
+    run_info["cache"] = str(cache.path) if cache.path else None
+    run_info["counts"] = {}
     for model_name in config.models:
-        model = create_model(model_name)
+        model = create_model(model_name, **config.model_args.get(model_name, {}))
+        run_info["counts"][model_name] = {}
         results["metrics"][model_name] = {}
         results["subgroups"][model_name] = {}
         for name, task_data in prepared.items():
@@ -260,7 +274,9 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
                 model.fit(name, _training_split(task_data.task, config))
             started_at = time.perf_counter()
             scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
-            rows = run_model_on_task(model, task_data, config, out_dir, progress, scoring)
+            rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache)
+            run_info["counts"][model_name][name] = counts
+            write_json_atomic(out_dir / "run.json", run_info)
             elapsed = time.perf_counter() - started_at
             results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
             if task_data.task.kind == "vqa" and scoring.subgroup_fields:
@@ -271,6 +287,8 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
                 "samples_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
             }
             write_json_atomic(out_dir / "results.json", results)
+    cache.close()
+    results["counts"] = run_info["counts"]
     write_json_atomic(out_dir / "results.json", results)
     run_info.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_json_atomic(out_dir / "run.json", run_info)

@@ -287,6 +287,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
     monkeypatch.delenv("MEDBENCH_DATA", raising=False)
+    monkeypatch.setenv("MEDBENCH_CACHE", str(tmp_path_factory.mktemp("cache") / "predictions.sqlite"))
 
 
 def load_split(task: str, root: Path, split: str = "test", **options: Any) -> Any:

@@ -14,6 +14,7 @@ from medbench.schema import Request, Sample
 class Model(ABC):
     """A model adapter: ``generate`` maps a batch of requests to raw output strings, in order.
 
+    ``cacheable`` adapters have their outputs stored in the prediction cache, keyed by :meth:`fingerprint`.
     ``needs_training_data`` adapters (the blind baselines) get each task's training split through :meth:`fit`
     before generating; they never see the evaluated split's answers. ``uses_images`` tells the runner whether
     images have to be decoded for this model.
@@ -21,6 +22,8 @@ class Model(ABC):
 
     needs_training_data: ClassVar[bool] = False
     uses_images: ClassVar[bool] = True
+    #: Outputs go through the prediction cache (blind baselines are instant and skip it).
+    cacheable: ClassVar[bool] = True
     batch_size: int = 8
 
     def __init__(self, name: str, **options: Any) -> None:

@@ -40,6 +40,7 @@ class PriorBaseline(Model):
 
     needs_training_data: ClassVar[bool] = True
     uses_images: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = False
     batch_size = 256
 
     def __init__(self, name: str, **options: Any) -> None:
@@ -96,6 +97,7 @@ class YesBaseline(Model):
     """Always answers "yes" (for captions too): the floor for closed questions."""
 
     uses_images: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = False
     batch_size = 1024
 
     def generate(self, requests: Sequence[Request]) -> list[str]:

@@ -1,0 +1,104 @@
+"""The prediction cache: a SQLite file (WAL) of model outputs, committed batch by batch.
+
+Keyed by everything that decides an output — the model fingerprint (weights id and revision, adapter hash,
+dtype, generation config), the exact prompt text and its template hash, the image size, max_new_tokens, the task,
+the evaluated split's data checksum and the sample id — so another model's outputs are never reused (the bug of
+lm-eval #4063) and a changed dataset or prompt is regenerated. Each finished batch is committed before the next
+starts; with WAL and synchronous=NORMAL a killed process (even SIGKILL) loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    task TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """``$MEDBENCH_CACHE``, else ``$XDG_CACHE_HOME/medbench/predictions.sqlite`` (``~/.cache`` by default)."""
+    env = os.environ.get("MEDBENCH_CACHE")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "medbench" / "predictions.sqlite"
+
+
+def prediction_key(
+    *,
+    fingerprint: str,
+    task: str,
+    data_checksum: str,
+    sample_id: str,
+    prompt: str,
+    prompt_sha256: str,
+    image_size: int | None,
+    max_new_tokens: int,
+) -> str:
+    """The cache key of one request (sha256 over every input that can change the output)."""
+    parts = [fingerprint, task, data_checksum, sample_id, prompt_sha256, prompt, str(image_size), str(max_new_tokens)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+class PredictionCache:
+    """Outputs by key. ``PredictionCache(None)`` keeps them in memory only (``--no-cache``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=60)
+        if path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """Cached outputs for the keys that have one."""
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key, output FROM predictions WHERE key IN ({marks})", chunk)
+            found.update(rows.fetchall())
+        return found
+
+    def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str]]) -> None:
+        """Store ``(key, model, fingerprint, task, sample_id, output)`` rows and commit (one batch)."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO predictions (key, model, fingerprint, task, sample_id, output, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*row, now) for row in rows],
+            )
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> PredictionCache:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,421 @@
+"""``openai:<model>``: any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, hosted APIs).
+
+Options (strings, from ``--model-arg openai:<model>.key=value``):
+
+``base_url``
+    The endpoint, e.g. ``http://localhost:8000/v1``; else ``$OPENAI_BASE_URL``; else the OpenAI default.
+``api_key_env``
+    The name of the environment variable that holds the key (default ``OPENAI_API_KEY``). The key itself is
+    read from the environment only and never appears in :meth:`describe`, errors or logs. When the default
+    variable is unset a placeholder key is sent (local servers need none); when a variable named explicitly is
+    unset, that is an error.
+``concurrency`` (default 8), ``timeout`` (seconds per attempt, default 120), ``max_retries`` (default 5)
+    ``concurrency`` requests of a batch are in flight at once.
+``seed``
+    Sent with every request when given. ``temperature`` is always 0 (greedy).
+``backoff_base`` (default 1 s), ``backoff_max`` (default 60 s)
+    Retry delay for attempt ``n`` (0-based) is ``min(backoff_max, backoff_base * 2**n)`` scaled by a random
+    factor in [0.5, 1]; a ``Retry-After`` (or ``retry-after-ms``) header from the server takes precedence
+    (capped at 300 s).
+
+Retries (this module's own loop; the ``openai`` client's built-in retries are off): HTTP 429, 408 and 5xx,
+timeouts, connection errors and malformed response bodies (not JSON, no choices, no string content). Any
+other 4xx fails at once. A request that still fails raises :class:`EndpointError` naming the sample and the
+last error, and the rest of the batch is abandoned: a failure is never turned into an empty prediction.
+
+Each request is one user message: the image as a base64 PNG data URL (``image_url`` part) followed by the
+prompt text, with ``max_tokens=request.max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from medbench.errors import MedbenchError, UsageError
+from medbench.models.base import Model
+from medbench.schema import Request
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+#: Sent when no key is configured: vLLM/SGLang without ``--api-key`` accept anything.
+PLACEHOLDER_KEY = "EMPTY"
+#: Upper bound on a server-requested ``Retry-After`` wait, so a bad header cannot stall a run for hours.
+MAX_RETRY_AFTER_S = 300.0
+_ERROR_DETAIL_CHARS = 500
+
+_KNOWN_OPTIONS = (
+    "base_url",
+    "api_key_env",
+    "concurrency",
+    "timeout",
+    "max_retries",
+    "seed",
+    "backoff_base",
+    "backoff_max",
+)
+
+
+class EndpointError(MedbenchError):
+    """A request to an OpenAI-compatible endpoint failed for good (after retries, or non-retryable)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, sample_id: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.sample_id = sample_id
+        self.status = status
+
+
+class _Retryable(Exception):
+    """One failed attempt that is worth retrying; ``retry_after`` is the server's requested wait, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Fatal(Exception):
+    """One failed attempt that must not be retried."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Aborted(Exception):
+    """Another request of the batch failed; this one stopped early."""
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without user info and query string (either could carry a credential)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable base_url>"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date), else None."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return min(max(float(raw_ms) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _int_option(options: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"openai model option {key}={value!r}: expected an integer") from None
+    if number < minimum:
+        raise UsageError(f"openai model option {key}={value!r}: must be at least {minimum}")
+    return number
+
+
+def _float_option(options: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise UsageError(f"openai model option {key}={value!r}: expected a number") from None
+    if not number >= minimum:  # also rejects NaN
+        raise UsageError(f"openai model option {key}={value!r}: must be at least {minimum}")
+    return number
+
+
+def encode_image(request: Request) -> str:
+    """The request's image as a ``data:image/png;base64,...`` URL."""
+    image = request.image.open(request.image_size)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class OpenAICompatModel(Model):
+    """An OpenAI-compatible chat-completions endpoint; see the module docstring for options and retries."""
+
+    uses_images: ClassVar[bool] = True
+    batch_size = 32
+    temperature: ClassVar[float] = 0.0
+
+    def __init__(self, name: str, **options: Any) -> None:
+        if "api_key" in options:
+            raise UsageError(
+                "openai model option api_key is not accepted (keys must not appear on the command line or in the "
+                "run record): put the key in an environment variable and pass api_key_env=<VARIABLE> "
+                f"(default {DEFAULT_KEY_ENV})"
+            )
+        unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
+        if unknown:
+            raise UsageError(
+                f"unknown option(s) for {name}: {', '.join(unknown)}; known options: {', '.join(_KNOWN_OPTIONS)}"
+            )
+        super().__init__(name, **options)
+        _, sep, model = name.partition(":")
+        if not sep or not model.strip():
+            raise UsageError(f"model name {name!r}: expected openai:<served model name>, e.g. openai:gpt-4o")
+        self.model = model
+
+        self.base_url = str(options.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        self.base_url = self.base_url.rstrip("/")
+        self.endpoint = _redact_url(self.base_url) + "/chat/completions"
+        key_env = options.get("api_key_env")
+        self.api_key_env = str(key_env or DEFAULT_KEY_ENV)
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            if key_env:
+                raise UsageError(
+                    f"{name}: api_key_env={self.api_key_env} names an environment variable that is not set or empty"
+                )
+            key = PLACEHOLDER_KEY
+        self._key_is_placeholder = key == PLACEHOLDER_KEY
+        self.concurrency = _int_option(options, "concurrency", 8, 1)
+        self.timeout = _float_option(options, "timeout", 120.0, 0.001)
+        self.max_retries = _int_option(options, "max_retries", 5, 0)
+        self.backoff_base = _float_option(options, "backoff_base", 1.0, 0.0)
+        self.backoff_max = _float_option(options, "backoff_max", 60.0, 0.0)
+        self.seed: int | None = None
+        if options.get("seed") is not None:
+            self.seed = _int_option(options, "seed", 0, -(2**63))
+
+        self._lock = threading.Lock()
+        self._server_models: list[str] = []
+        self._max_tokens: dict[str, list[int]] = {}
+        self._client = self._make_client(key)
+        # Kept only to scrub it out of any text that could reach an error message or a log line.
+        self._secret = None if self._key_is_placeholder else key
+
+    def _make_client(self, key: str) -> Any:
+        try:
+            import openai
+        except ImportError:
+            raise UsageError(
+                f"{self.name} needs the openai package: pip install openai (or install medbench with it)"
+            ) from None
+        # The client's own retries are off: this adapter retries (with Retry-After and jitter) itself.
+        return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, base_url={_redact_url(self.base_url)!r})"
+
+    # --- the contract -------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            server_models = list(self._server_models)
+            max_tokens = {k: (v[0] if len(v) == 1 else sorted(v)) for k, v in sorted(self._max_tokens.items())}
+        described: dict[str, Any] = {
+            "name": self.name,
+            "class": type(self).__qualname__,
+            "model": self.model,
+            "server_model": server_models[0] if server_models else None,
+            "base_url": _redact_url(self.base_url),
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_tokens": max_tokens,
+            "image_encoding": "png-data-url",
+        }
+        if len(server_models) > 1:
+            described["server_models_seen"] = sorted(server_models)
+        return described
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        if not requests:
+            return []
+        with self._lock:
+            for r in requests:
+                seen = self._max_tokens.setdefault(r.kind, [])
+                if r.max_new_tokens not in seen:
+                    seen.append(r.max_new_tokens)
+        abort = threading.Event()
+        outputs: list[str | None] = [None] * len(requests)
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="openai")
+        try:
+            futures: dict[Future[str], int] = {pool.submit(self._complete, r, abort): i for i, r in enumerate(requests)}
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None and not isinstance(f.exception(), _Aborted)]
+            if failed:
+                abort.set()
+                for f in futures:
+                    f.cancel()
+                # The first failing request in batch order is reported.
+                first = min(failed, key=lambda f: futures[f])
+                exc = first.exception()
+                assert exc is not None
+                raise exc
+            for future, index in futures.items():
+                outputs[index] = future.result()
+        finally:
+            abort.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+        return [o if o is not None else "" for o in outputs]
+
+    # --- one request ----------------------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def _payload(self, request: Request) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": encode_image(request)}},
+                        {"type": "text", "text": request.prompt},
+                    ],
+                }
+            ],
+            "temperature": self.temperature,
+            "max_tokens": request.max_new_tokens,
+        }
+        if self.seed is not None:
+            payload["seed"] = self.seed
+        return payload
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after + random.uniform(0.0, min(self.backoff_base, 1.0))
+        return min(self.backoff_max, self.backoff_base * (2**attempt)) * random.uniform(0.5, 1.0)
+
+    def _complete(self, request: Request, abort: threading.Event) -> str:
+        payload = self._payload(request)
+        attempts = self.max_retries + 1
+        last = "no attempt made"
+        for attempt in range(attempts):
+            if abort.is_set():
+                raise _Aborted()
+            try:
+                return self._attempt(payload)
+            except _Fatal as exc:
+                raise EndpointError(
+                    f"{self.name}: sample {request.sample_id}: {self.endpoint} rejected the request: {exc}",
+                    sample_id=request.sample_id,
+                    status=exc.status,
+                ) from None
+            except _Retryable as exc:
+                last = str(exc)
+                if attempt + 1 >= attempts:
+                    break
+                delay = self._delay(attempt, exc.retry_after)
+                log.debug(
+                    "%s: sample %s: attempt %d/%d failed (%s); retrying in %.2fs",
+                    self.name,
+                    request.sample_id,
+                    attempt + 1,
+                    attempts,
+                    last,
+                    delay,
+                )
+                if abort.wait(delay):
+                    raise _Aborted() from None
+        raise EndpointError(
+            f"{self.name}: sample {request.sample_id}: {self.endpoint} failed after {attempts} attempt(s); "
+            f"last error: {last}",
+            sample_id=request.sample_id,
+        )
+
+    def _attempt(self, payload: dict[str, Any]) -> str:
+        """One HTTP call: the completion text, or :class:`_Retryable` / :class:`_Fatal`."""
+        import openai
+
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(**payload)
+        except openai.APITimeoutError:
+            raise _Retryable(f"timed out after {self.timeout:g}s") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            raise _Retryable(self._scrub(f"connection error ({detail})")) from None
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        return self._parse(raw.text)
+
+    def _status_error(self, exc: Any) -> Exception:
+        status = int(exc.status_code)
+        if status in (401, 403):
+            source = "no key (placeholder sent)" if self._key_is_placeholder else f"the key in ${self.api_key_env}"
+            return _Fatal(f"HTTP {status} (authentication/permission denied; sent {source})", status)
+        detail = self._error_detail(exc)
+        if status == 429 or status == 408 or status >= 500:
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(headers))
+        return _Fatal(f"HTTP {status}: {detail}", status)
+
+    def _error_detail(self, exc: Any) -> str:
+        body = getattr(exc, "body", None)
+        message: Any = None
+        if isinstance(body, dict):
+            error = body.get("error", body)
+            message = error.get("message") if isinstance(error, dict) else error
+        if message is None:
+            try:
+                message = exc.response.text
+            except Exception:
+                message = body
+        text = " ".join(str(message or "(empty body)").split())
+        if len(text) > _ERROR_DETAIL_CHARS:
+            text = text[:_ERROR_DETAIL_CHARS] + "..."
+        return self._scrub(text)
+
+    def _parse(self, text: str) -> str:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            snippet = " ".join(text.split())[:120]
+            raise _Retryable(self._scrub(f"malformed response: not JSON ({snippet!r})")) from None
+        if not isinstance(body, dict):
+            raise _Retryable("malformed response: body is not a JSON object")
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise _Retryable("malformed response: no choices")
+        message = choices[0].get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise _Retryable(f"malformed response: choices[0].message.content is {type(content).__name__}")
+        served = body.get("model")
+        if isinstance(served, str) and served:
+            with self._lock:
+                if served not in self._server_models:
+                    self._server_models.append(served)
+        return content

@@ -1,0 +1,166 @@
+"""The prediction cache: no model calls on a rerun, never another model's outputs, and kill -9 safety."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+PLUGIN = '''
+import os, time
+from medbench.models.base import Model
+
+class SlowEcho(Model):
+    """A cacheable test model: answers the question's first word after a pause; counts its calls in a file."""
+    batch_size = 2
+
+    def generate(self, requests):
+        time.sleep(float(self.options.get("delay", "0")))
+        with open(os.environ["ECHO_CALLS"], "a") as fh:
+            fh.write(f"{len(requests)}\\n")
+        tag = self.options.get("tag", "")
+        return [tag + (r.question or "caption").split()[0].lower() for r in requests]
+'''
+
+
+@pytest.fixture
+def plugin_env(tmp_path: Path) -> dict[str, str]:
+    """A third-party adapter registered through the medbench.models entry-point group."""
+    site = tmp_path / "plugin"
+    site.mkdir()
+    (site / "echo_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    dist = site / "echo_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[medbench.models]\necho = echo_plugin:SlowEcho\n")
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "ECHO_CALLS": str(tmp_path / "calls.txt"),
+        "MEDBENCH_CACHE": str(tmp_path / "cache.sqlite"),
+        "COLUMNS": "200",
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medbench.cli", "run", "--demo", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def calls(env: dict[str, str]) -> int:
+    path = Path(env["ECHO_CALLS"])
+    return sum(int(n) for n in path.read_text().split()) if path.exists() else 0
+
+
+def predictions(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): p.read_text() for p in sorted((out / "predictions").rglob("*.jsonl"))}
+
+
+def test_second_run_makes_no_model_calls(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    first = run(plugin_env, "--models", "echo", "--tasks", "all", "--output", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    n = calls(plugin_env)
+    run_a = json.loads((tmp_path / "a" / "run.json").read_text())
+    total = sum(c["generated"] for c in run_a["counts"]["echo"].values())
+    assert n == total > 0 and all(c["cached"] == 0 for c in run_a["counts"]["echo"].values())
+    second = run(plugin_env, "--models", "echo", "--tasks", "all", "--output", str(tmp_path / "b"))
+    assert second.returncode == 0, second.stderr
+    assert calls(plugin_env) == n  # zero model calls
+    run_b = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert all(c["generated"] == 0 and c["cached"] > 0 for c in run_b["counts"]["echo"].values())
+    assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
+    results_a = json.loads((tmp_path / "a" / "results.json").read_text())["metrics"]
+    assert results_a == json.loads((tmp_path / "b" / "results.json").read_text())["metrics"]
+    assert "from cache" in second.stderr
+
+
+def test_other_model_options_never_reuse_outputs(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    assert run(plugin_env, "--models", "echo", "--tasks", "slake", "--output", str(tmp_path / "a")).returncode == 0
+    n = calls(plugin_env)
+    other = run(
+        plugin_env,
+        "--models",
+        "echo",
+        "--tasks",
+        "slake",
+        "--model-arg",
+        "echo.tag=x-",
+        "--output",
+        str(tmp_path / "b"),
+    )
+    assert other.returncode == 0, other.stderr
+    assert calls(plugin_env) == 2 * n  # a different fingerprint regenerates everything
+    rows = [json.loads(line) for line in (tmp_path / "b" / "predictions" / "echo" / "slake.jsonl").open()]
+    assert all(r["prediction"].startswith("x-") for r in rows)
+    assert (
+        run(
+            plugin_env, "--models", "echo", "--tasks", "slake", "--prompt", "generic", "--output", str(tmp_path / "c")
+        ).returncode
+        == 0
+    )
+    assert calls(plugin_env) == 3 * n  # a different prompt too
+
+
+def test_no_cache(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    for out in ("a", "b"):
+        assert (
+            run(
+                plugin_env, "--models", "echo", "--tasks", "vqa_rad", "--no-cache", "--output", str(tmp_path / out)
+            ).returncode
+            == 0
+        )
+    assert calls(plugin_env) == 2 * 15
+    assert not Path(plugin_env["MEDBENCH_CACHE"]).exists()
+
+
+def test_sigkill_then_resume_equals_uninterrupted(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    args = ["--models", "echo", "--tasks", "all", "--batch-size", "1", "--model-arg", "echo.delay=0.05"]
+    cache = Path(plugin_env["MEDBENCH_CACHE"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medbench.cli", "run", "--demo", *args, "--output", str(tmp_path / "killed")],
+        env=plugin_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.exists():
+            with sqlite3.connect(cache) as db:
+                stored = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+            if stored >= 20:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    generated_before_kill = calls(plugin_env)
+    assert 20 <= generated_before_kill < 51  # 51 demo samples in all; killed part-way
+
+    resumed = run(plugin_env, *args, "--output", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr
+    counts = json.loads((tmp_path / "killed" / "run.json").read_text())["counts"]["echo"]
+    total = sum(c["generated"] + c["cached"] for c in counts.values())
+    assert sum(c["cached"] for c in counts.values()) >= 20
+    # Nothing lost and nothing generated twice, except possibly the one batch (size 1) that was in flight when
+    # the process died: its call was logged but its output never committed.
+    assert total <= calls(plugin_env) <= total + 1
+
+    env = {**plugin_env, "MEDBENCH_CACHE": str(tmp_path / "fresh.sqlite")}
+    clean = run(env, *args, "--output", str(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr
+    assert predictions(tmp_path / "killed") == predictions(tmp_path / "clean")
+    killed_results = json.loads((tmp_path / "killed" / "results.json").read_text())
+    clean_results = json.loads((tmp_path / "clean" / "results.json").read_text())
+    assert killed_results["metrics"] == clean_results["metrics"]
