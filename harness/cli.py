@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         bertscore_model=args.bertscore_model,
         bertscore_layers=args.bertscore_layers,
     )
-    err = Console(stderr=True)
+    err = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0)  # one voice in a torchrun job
     if demo:
         err.print(
             "[bold]medbench[/]: running the embedded demo set (data: demo — a handful of images, "
@@ -181,6 +181,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     bar, progress = _progress_factory(err)
     with bar:
         results = execute(config, progress, argv)
+    if err.quiet:
+        return 0
     print_results(results, Console())
     print_protocol_comparison(results, Console())
     counts = results.get("counts", {})

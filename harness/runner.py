@@ -19,6 +19,7 @@ from typing import Any
 
 from medbench import __version__
 from medbench.cache import PredictionCache, default_cache_path
+from medbench.distributed import world
 from medbench.errors import DataError, SampleError
 from medbench.fileio import write_json_atomic, write_jsonl_atomic
 from medbench.generation import generate_all, request_keys
@@ -182,12 +183,23 @@ def run_model_on_task(
     ]
     keys = request_keys(model, requests, prompt_style=config.prompt, data_checksum=prepared.split.checksum())
     store = cache if model.cacheable else PredictionCache(None)
-    with progress(f"{model.name} · {task.name}", len(requests)) as advance:
+    job = world()
+    mine = job.shard(list(zip(requests, keys, strict=True)))  # the whole list in a single-process run
+    with progress(f"{model.name} · {task.name}", len(mine)) as advance:
         result = generate_all(
-            model, requests, keys, store, batch_size=config.batch_size or model.batch_size, advance=advance
+            model,
+            [r for r, _ in mine],
+            [k for _, k in mine],
+            store,
+            batch_size=config.batch_size or model.batch_size,
+            advance=advance,
         )
+    parts = job.gather((result.outputs, result.generated, result.cached))
+    if not job.is_main:
+        return [], {}
+    merged = {sample_id: text for outputs_part, _, _ in parts for sample_id, text in outputs_part.items()}
     samples = prepared.samples
-    outputs = [result.outputs[s.id] for s in samples]
+    outputs = [merged[s.id] for s in samples]
     scores = score_batch(kind, outputs, [s.reference for s in samples], [s.answer_type for s in samples], scoring)
     rows = [
         {
@@ -206,8 +218,8 @@ def run_model_on_task(
     ]
     write_jsonl_atomic(out_dir / "predictions" / safe_name(model.name) / f"{task.name}.jsonl", rows)
     counts = {
-        "generated": result.generated,
-        "cached": result.cached,
+        "generated": sum(g for _, g, _ in parts),
+        "cached": sum(c for _, _, c in parts),
         "skipped": len(prepared.skipped),
         "empty_outputs": sum(1 for o in outputs if not o.strip()),
     }
@@ -219,6 +231,10 @@ def safe_name(model_name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model_name).strip("._") or "model"
 
 
+def _skip_write(path: Path, data: Any) -> None:
+    """Non-main ranks of a distributed run write nothing."""
+
+
 def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every model on every task and write the run directory; returns the results document."""
     for name in config.models:
@@ -226,7 +242,10 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
     get_protocol(config.protocol)
     bertscore = choose_model(config.bertscore_model, config.bertscore_layers)
     out_dir = config.output
-    out_dir.mkdir(parents=True, exist_ok=True)
+    job = world()
+    save = write_json_atomic if job.is_main else _skip_write  # only rank 0 writes the run directory
+    if job.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_info: dict[str, Any] = {
         "medbench_version": __version__,
@@ -237,13 +256,14 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "config_sha256": stable_hash(config.to_json()),
         "seeds": {"bootstrap": config.seed, "bootstrap_resamples": config.resamples},
         "data": "demo" if config.demo else "user",
+        "world_size": job.size,
         **environment(),
     }
-    write_json_atomic(out_dir / "run.json", run_info)
+    save(out_dir / "run.json", run_info)
 
     prepared = {name: prepare_task(name, config, progress) for name in config.tasks}
     run_info["tasks"] = {name: {k: v for k, v in p.info.items() if k != "skipped"} for name, p in prepared.items()}
-    write_json_atomic(out_dir / "run.json", run_info)
+    save(out_dir / "run.json", run_info)
 
     results: dict[str, Any] = {
         "medbench_version": __version__,
@@ -275,8 +295,10 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
             started_at = time.perf_counter()
             scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
             rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache)
+            if not job.is_main:
+                continue
             run_info["counts"][model_name][name] = counts
-            write_json_atomic(out_dir / "run.json", run_info)
+            save(out_dir / "run.json", run_info)
             elapsed = time.perf_counter() - started_at
             results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
             if task_data.task.kind == "vqa" and scoring.subgroup_fields:
@@ -286,10 +308,10 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
                 "seconds": round(elapsed, 3),
                 "samples_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
             }
-            write_json_atomic(out_dir / "results.json", results)
+            save(out_dir / "results.json", results)
     cache.close()
     results["counts"] = run_info["counts"]
-    write_json_atomic(out_dir / "results.json", results)
+    save(out_dir / "results.json", results)
     run_info.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_json_atomic(out_dir / "run.json", run_info)
+    save(out_dir / "run.json", run_info)
     return results

@@ -164,3 +164,38 @@ def test_sigkill_then_resume_equals_uninterrupted(plugin_env: dict[str, str], tm
     killed_results = json.loads((tmp_path / "killed" / "results.json").read_text())
     clean_results = json.loads((tmp_path / "clean" / "results.json").read_text())
     assert killed_results["metrics"] == clean_results["metrics"]
+
+
+def test_torchrun_two_processes_equal_a_single_process(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("torch.distributed")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed (needs the hf extra)")
+    args = ["run", "--demo", "--models", "echo,prior", "--tasks", "all"]
+    job = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "medbench.cli",
+            *args,
+            "--output",
+            str(tmp_path / "ddp"),
+        ],
+        env={**plugin_env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    ddp_calls = calls(plugin_env)
+    env = {**plugin_env, "MEDBENCH_CACHE": str(tmp_path / "single.sqlite")}
+    single = run(env, *args[2:], "--output", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    assert calls(plugin_env) == 2 * ddp_calls  # the two ranks together generated each sample exactly once
+    assert predictions(tmp_path / "ddp") == predictions(tmp_path / "single")
+    ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert ddp["metrics"] == json.loads((tmp_path / "single" / "results.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2

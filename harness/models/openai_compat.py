@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import io
 import json
 import logging
@@ -238,24 +239,37 @@ class OpenAICompatModel(Model):
         return f"{type(self).__name__}(name={self.name!r}, base_url={_redact_url(self.base_url)!r})"
 
     # --- the contract -------------------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        with self._lock:
-            server_models = list(self._server_models)
-            max_tokens = {k: (v[0] if len(v) == 1 else sorted(v)) for k, v in sorted(self._max_tokens.items())}
-        described: dict[str, Any] = {
+    def _identity(self) -> dict[str, Any]:
+        """What is fixed when the model is built and decides its outputs (the fingerprint's input)."""
+        return {
             "name": self.name,
             "class": type(self).__qualname__,
             "model": self.model,
-            "server_model": server_models[0] if server_models else None,
             "base_url": _redact_url(self.base_url),
             "temperature": self.temperature,
             "seed": self.seed,
-            "max_tokens": max_tokens,
             "image_encoding": "png-data-url",
         }
+
+    def describe(self) -> dict[str, Any]:
+        """:meth:`_identity` plus what was observed while generating: the ``model`` the server reported (from
+        its first response) and ``max_tokens`` per request kind. Never the key."""
+        with self._lock:
+            server_models = list(self._server_models)
+            max_tokens = {k: (v[0] if len(v) == 1 else sorted(v)) for k, v in sorted(self._max_tokens.items())}
+        described = self._identity()
+        described["server_model"] = server_models[0] if server_models else None
         if len(server_models) > 1:
             described["server_models_seen"] = sorted(server_models)
+        described["max_tokens"] = max_tokens
         return described
+
+    def fingerprint(self) -> str:
+        """A hash of :meth:`_identity` only, so it is the same before and after generating (prediction-cache keys
+        are computed before the first request). ``max_tokens`` is part of every cache key already; the
+        server-reported model name is recorded by :meth:`describe` but cannot be known up front."""
+        blob = json.dumps(self._identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         if not requests:

@@ -176,7 +176,7 @@ def prompt_text(payload: dict[str, Any]) -> str:
 
 def image_urls(payload: dict[str, Any]) -> list[str]:
     """Every ``image_url.url`` in the payload's messages, in order."""
-    urls = []
+    urls: list[str] = []
     for message in payload.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):

@@ -208,7 +208,9 @@ def _qwen2_5_vl() -> tuple[Any, Any]:
     model = Qwen2_5_VLForConditionalGeneration(cfg)
     # At most 56x56 pixels: 4x4 patches, merged 2x2 -> up to 4 image tokens; fewer for elongated images.
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56})
-    processor = load_qwen_image_only_class()(image_processor=image_processor, tokenizer=tok, chat_template=QWEN_TEMPLATE)
+    processor = load_qwen_image_only_class()(
+        image_processor=image_processor, tokenizer=tok, chat_template=QWEN_TEMPLATE
+    )
     return model, processor
 
 
