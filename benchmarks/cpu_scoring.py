@@ -19,6 +19,7 @@ import random
 import time
 
 import numpy as np
+
 from medbench.scoring import aggregate as aggregate_module
 from medbench.scoring.aggregate import ScoringOptions, aggregate, score_rows
 from medbench.stats import DEFAULT_RESAMPLES
@@ -95,9 +96,10 @@ def caption_rows(n: int, rng: random.Random) -> list[dict]:
 
 def clear_caches() -> None:
     """Cold start for every timed repeat: no normalisation or resampling cache carried over."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
     from medbench import stats
     from medbench.scoring import normalize
-    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
     Tokenizer13a.__call__.cache_clear()  # sacrebleu memoises tokenised lines
     normalize.normalize_answer.cache_clear()
@@ -123,11 +125,12 @@ def medbench_way(tasks: dict[str, list[dict]], options: ScoringOptions) -> tuple
 
 def naive_scoring(tasks: dict[str, list[dict]]) -> float:
     """Per-row library calls in one process: nltk sentence BLEU, rouge-score, sacrebleu per sentence."""
-    from medbench.scoring.builtin_protocols import _strict  # noqa: F401 (same VQA work as medbench)
-    from medbench.scoring.protocols import protocols
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import BLEU
+
+    from medbench.scoring.builtin_protocols import _strict  # noqa: F401 (same VQA work as medbench)
+    from medbench.scoring.protocols import protocols
 
     clear_caches()
     smooth, rouge, bleu = SmoothingFunction().method1, rouge_scorer.RougeScorer(["rouge1"]), BLEU(effective_order=True)

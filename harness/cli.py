@@ -141,9 +141,10 @@ def _model_args(items: Sequence[str], models: Sequence[str]) -> dict[str, dict[s
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from rich.console import Console
+
     from medbench.registry import resolve_task_names
     from medbench.runner import DEFAULT_MODELS, RunConfig, execute
-    from rich.console import Console
 
     no_selection = args.models is None and args.tasks is None and args.data_dir is None
     demo = args.demo or (no_selection and not os.environ.get("MEDBENCH_DATA"))
@@ -198,9 +199,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from medbench.registry import model_registry, task_registry
     from rich.console import Console
     from rich.table import Table
+
+    from medbench.registry import model_registry, task_registry
 
     table = Table(show_header=True)
     table.add_column(args.what[:-1])
@@ -246,11 +248,12 @@ def _bertscore_args(parser: argparse.ArgumentParser) -> None:
 def cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import json
 
+    from rich.console import Console
+    from rich.table import Table
+
     from medbench.scorefile import score_files
     from medbench.scoring.aggregate import ScoringOptions
     from medbench.scoring.bertscore import choose_model
-    from rich.console import Console
-    from rich.table import Table
 
     options = ScoringOptions(args.resamples, args.seed, choose_model(args.bertscore_model, args.bertscore_layers))
     result = score_files(args.files, args.protocol, options)

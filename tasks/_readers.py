@@ -168,6 +168,7 @@ def read_mirror_split(
     bytes. ``image_ref`` is a lazy :class:`~medbench.schema.ImageRef` to the cell.
     """
     import pyarrow.parquet as pq
+
     from medbench.schema import ImageRef
 
     for path in parquet_files(root, split):

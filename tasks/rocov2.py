@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from medbench.errors import DataError, SampleError
 from medbench.images import safe_join
 from medbench.registry import register_task

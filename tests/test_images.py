@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 from conftest import image_bytes
+from PIL import Image
+
 from medbench.errors import SampleError
 from medbench.images import check_image, safe_join, safe_member
 from medbench.schema import ImageRef
-from PIL import Image
 
 
 @pytest.mark.parametrize("bad", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "C:/x.jpg", "..", "", "a\x00b"])

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+
 from medbench.errors import UsageError
 from medbench.registry import check_model_name, create_model, get_task, resolve_task_names, task_registry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from medbench.stats import bootstrap_corpus_ci, bootstrap_mean_ci, metric_entry
 
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from medbench.stats import mcnemar_exact, paired_bootstrap, paired_test
 
 

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from conftest import build_slake
+
 from medbench.errors import DataError
 from medbench.registry import get_task
 from medbench.tasks.base import DEMO_ROOT, decide_answer_type, locate

@@ -1,4 +1,5 @@
-"""Per-family quirks of the Hugging Face image-text-to-text models medbench evaluates.
+"""Per-family quirks of the Hugging Face image-text-to-text models medbench evaluates, and where a checkpoint
+comes from (a folder, the local hub cache, or a download) and what identifies it.
 
 Everything heavy (transformers) is imported inside functions. The four families evaluated in the paper's
 setting are ``mllama`` (LLaMA 3.2 Vision, LLaMA32-Med), ``qwen2_5_vl``, ``gemma3`` and ``llava``; any other
@@ -7,8 +8,11 @@ setting are ``mllama`` (LLaMA 3.2 Vision, LLaMA32-Med), ``qwen2_5_vl``, ``gemma3
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,90 @@ FAMILIES: dict[str, str] = {
 _QWEN_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen2_vl": "Qwen2VLProcessor"}
 
 
+#: Files whose name and size (not content) identify the weights; every other file is hashed whole.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+#: What a hub download fetches: the transformers checkpoint, not the original/ consolidated copies.
+_HUB_IGNORE = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ckpt"]
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(model_dir: Path) -> str:
+    """Identity of a model directory without reading gigabytes of weights: sha256 over the *content* of every
+    small top-level file (config, generation config, tokenizer, processor, chat template: all change outputs)
+    and the *name and size* of every weight file. Hub snapshots are additionally pinned by their commit hash."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
+        if path.name.endswith(_WEIGHT_SUFFIXES):
+            digest.update(f"{path.name}\0{path.stat().st_size}\n".encode())
+        elif path.name.lower() not in ("readme.md", ".gitattributes"):
+            digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def adapter_digest(adapter_dir: Path) -> str:
+    """sha256 over the full content of every adapter file (config and weights; the README is skipped)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in adapter_dir.iterdir() if p.is_file() and p.name.lower() != "readme.md"):
+        digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~", "\\")) or os.path.isabs(ref) or bool(re.match(r"[A-Za-z]:", ref))
+
+
+def resolve(ref: str, revision: str | None, *, what: str, marker: str) -> tuple[Path, str | None]:
+    """A local directory for ``ref`` (a path, or a hub id served from the local cache or downloaded when the hub
+    is reachable) and the hub commit it came from (None for local paths). ``marker`` must exist in it."""
+    local = Path(ref).expanduser()
+    if local.is_dir() or _looks_like_path(ref):
+        if not (local / marker).is_file():
+            raise UsageError(f"{what} {ref}: no {marker} in {local} (expected a Hugging Face {what} directory)")
+        return local.resolve(), None
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", ref):
+        raise UsageError(f"{what} {ref!r} is neither an existing directory nor a Hugging Face hub id (org/name)")
+    from huggingface_hub import snapshot_download
+
+    from medbench.data.hub import _hub_reachable
+
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it once at import
+    kwargs: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir, "ignore_patterns": _HUB_IGNORE}
+    try:
+        path = Path(snapshot_download(ref, local_files_only=True, **kwargs))
+        weights = what != "model" or any(p.name.endswith((".safetensors", ".bin")) for p in path.iterdir())
+        if (path / marker).is_file() and weights:  # not just a config fetched on its own
+            return path, path.name  # snapshots/<commit>
+    except Exception:  # not cached: huggingface_hub raises several types for this
+        pass
+    at = f" at revision {revision}" if revision else ""
+    offline = _hub_reachable()
+    if offline:
+        raise UsageError(
+            f"{what} {ref}{at} is not in the local Hugging Face cache (nor a local folder), and the hub cannot be "
+            f"reached ({offline}). "
+            f"On a connected machine run `huggingface-cli download {ref}` (or `hf download {ref}`) and copy the "
+            "cache here (HF_HOME / HF_HUB_CACHE), or download it to a folder and pass the folder: `hf:/path/to/it`."
+        )
+    log.warning("downloading %s %s%s from the Hugging Face hub", what, ref, at)
+    try:
+        path = Path(snapshot_download(ref, **kwargs))
+    except Exception as exc:  # gated, missing, network: all mean "not usable here"
+        raise UsageError(
+            f"cannot download {what} {ref}{at}: {first_line(exc)}. Gated models (LLaMA, Gemma) need "
+            "their licence accepted on huggingface.co and `huggingface-cli login`; or pass a local folder."
+        ) from exc
+    if not (path / marker).is_file():
+        raise UsageError(f"{what} {ref}{at} has no {marker}; is it a Hugging Face {what}?")
+    return path, path.name
+
+
 def read_model_type(model_dir: Path) -> str:
     """``model_type`` from ``config.json`` (a :class:`UsageError` if the directory is not a model)."""
     path = model_dir / "config.json"
@@ -42,14 +130,31 @@ def read_model_type(model_dir: Path) -> str:
     return model_type
 
 
+def check_supported(model_dir: Path, model_type: str) -> None:
+    """A :class:`UsageError` unless transformers can load ``model_type`` as an image-text-to-text model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        import transformers
+
+        raise UsageError(
+            f"{model_dir}: model_type {model_type!r} is not an image-text-to-text model that transformers "
+            f"{transformers.__version__} can load (AutoModelForImageTextToText). medbench is tested with "
+            f"{', '.join(FAMILIES)}; other vision-language types work if that class loads them "
+            "(a newer transformers may add yours)."
+        )
+
+
 @cache
-def _qwen_image_only_class(base_name: str) -> type:
+def _qwen_image_only_class(base_name: str) -> Any:
     import transformers
     from transformers import ProcessorMixin
 
     base: type = getattr(transformers, base_name)
 
-    def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any):
+    def __init__(
+        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any
+    ) -> None:
         # What the stock __init__ does, minus the video processor (a torchvision-only dummy class otherwise).
         self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
         self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
@@ -61,7 +166,7 @@ def _qwen_image_only_class(base_name: str) -> type:
     return type(base_name.replace("Processor", "ImageOnlyProcessor"), (base,), {"__init__": __init__})
 
 
-def load_qwen_image_only_class(model_type: str = "qwen2_5_vl") -> type:
+def load_qwen_image_only_class(model_type: str = "qwen2_5_vl") -> Any:
     """The stock Qwen2(.5)-VL processor without its video processor: images and text work without torchvision."""
     return _qwen_image_only_class(_QWEN_PROCESSORS[model_type])
 
@@ -71,14 +176,21 @@ def load_processor(model_dir: Path, model_type: str) -> Any:
     from transformers import AutoProcessor
     from transformers.utils import is_torchvision_available
 
-    if model_type in _QWEN_PROCESSORS and not is_torchvision_available():
-        # The stock class cannot even be instantiated without torchvision; images need no video processor.
-        processor = load_qwen_image_only_class(model_type).from_pretrained(model_dir)
-    else:
-        try:
-            processor = AutoProcessor.from_pretrained(model_dir)
-        except Exception as exc:
-            raise UsageError(f"cannot load the processor of {model_dir} ({model_type}): {_first_line(exc)}") from exc
+    qwen = model_type in _QWEN_PROCESSORS
+    try:
+        if qwen and not is_torchvision_available():
+            # The stock class cannot even be instantiated without torchvision; images need no video processor.
+            processor = load_qwen_image_only_class(model_type).from_pretrained(model_dir)
+        else:
+            try:
+                processor = AutoProcessor.from_pretrained(model_dir)
+            except Exception:
+                if not qwen:  # e.g. a checkpoint saved without its video processor config
+                    raise
+                log.info("%s: stock processor failed; using the image-only Qwen processor", model_dir)
+                processor = load_qwen_image_only_class(model_type).from_pretrained(model_dir)
+    except Exception as exc:
+        raise UsageError(f"cannot load the processor of {model_dir} ({model_type}): {first_line(exc)}") from exc
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None or not hasattr(processor, "image_processor"):
         raise UsageError(
@@ -109,8 +221,8 @@ def batch_inputs(processor: Any, images: list[Any], texts: list[str]) -> Any:
         add_generation_prompt=True,
         tokenize=True,
         return_dict=True,
-        padding=True,
         return_tensors="pt",
+        processor_kwargs={"padding": True},
     )
 
 
@@ -142,6 +254,6 @@ def adapter_base_type(adapter_config: dict[str, Any]) -> tuple[str | None, str |
     return base, None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"

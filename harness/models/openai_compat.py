@@ -363,6 +363,12 @@ class OpenAICompatModel(Model):
                 )
                 if abort.wait(delay):
                     raise _Aborted() from None
+            except Exception as exc:  # anything else from the client library: not retried, but still named
+                raise EndpointError(
+                    f"{self.name}: sample {request.sample_id}: {self.endpoint}: unexpected "
+                    f"{type(exc).__name__}: {self._scrub(str(exc))}",
+                    sample_id=request.sample_id,
+                ) from None
         raise EndpointError(
             f"{self.name}: sample {request.sample_id}: {self.endpoint} failed after {attempts} attempt(s); "
             f"last error: {last}",

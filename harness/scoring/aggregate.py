@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from medbench.schema import TaskKind
 from medbench.scoring.bertscore import BertScoreChoice, bertscore_f1
 from medbench.scoring.caption import (

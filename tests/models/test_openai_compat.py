@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import socket
 import time
@@ -240,9 +241,10 @@ def test_base_url_from_environment_and_redaction(monkeypatch: pytest.MonkeyPatch
     assert OpenAICompatModel("openai:tiny").describe()["base_url"] == server.base_url
     monkeypatch.delenv("OPENAI_BASE_URL")
     assert OpenAICompatModel("openai:tiny").describe()["base_url"] == "https://api.openai.com/v1"
-    m = OpenAICompatModel("openai:tiny", base_url="https://user:pw@proxy.example:8443/v1?token=abc")
+    m = OpenAICompatModel("openai:tiny", base_url="https://user:s3cr3t-pw@proxy.example:8443/v1?token=t0k3n-q")
     assert m.describe()["base_url"] == "https://proxy.example:8443/v1"
-    assert "pw" not in repr(m) and "abc" not in m.fingerprint()
+    for text in (repr(m), json.dumps(m.describe())):
+        assert "s3cr3t-pw" not in text and "t0k3n-q" not in text
 
 
 def test_options_are_validated() -> None:

@@ -21,6 +21,7 @@ Traps handled here (the adapter under test must cope with real checkpoints the s
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -364,11 +365,26 @@ def build(family: str, out_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     if family == "qwen2_5_vl":  # look like the real checkpoint: the stock processor class
-        path = out_dir / "processor_config.json"
-        data = json.loads(path.read_text())
-        data["processor_class"] = "Qwen2_5_VLProcessor"
-        path.write_text(json.dumps(data, indent=2))
+        for name in ("processor_config.json", "tokenizer_config.json"):
+            path = out_dir / name
+            data = json.loads(path.read_text())
+            data["processor_class"] = "Qwen2_5_VLProcessor"
+            path.write_text(json.dumps(data, indent=2))
     return out_dir
+
+
+def to_hub_layout(model_dir: Path) -> Path:
+    """Rewrite a saved directory in the older layout the hub checkpoints ship (e.g. Qwen/Qwen2.5-VL-7B-Instruct):
+    ``preprocessor_config.json`` (image processor + processor_class) and ``chat_template.json`` instead of
+    ``processor_config.json`` and ``chat_template.jinja``."""
+    processor = json.loads((model_dir / "processor_config.json").read_text())
+    image = {**processor.pop("image_processor"), "processor_class": processor["processor_class"]}
+    (model_dir / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
+    (model_dir / "processor_config.json").unlink()
+    template = (model_dir / "chat_template.jinja").read_text()
+    (model_dir / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (model_dir / "chat_template.jinja").unlink()
+    return model_dir
 
 
 def build_lora(model_dir: Path, out_dir: Path, seed: int = 0) -> Path:
@@ -381,12 +397,14 @@ def build_lora(model_dir: Path, out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x: not ours to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
     with torch.no_grad():  # peft's random init is small; make the adapter matter
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, 0.5)
-    peft_model.save_pretrained(out_dir)
+    peft_model.save_pretrained(str(out_dir))
     return out_dir
 
 

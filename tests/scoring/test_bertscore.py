@@ -1,6 +1,7 @@
 """BERTScore through bert-score with the offline MiniLM (needs the hf extra, installed by `make test`)."""
 
 import pytest
+
 from medbench.scoring.bertscore import BertScoreChoice, bertscore_f1, choose_model, variant
 
 pytest.importorskip("torch")

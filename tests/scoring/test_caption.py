@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import sacrebleu
+
 from medbench.scoring.caption import (
     MAX_ORDER,
     bleu_from_statistics,
@@ -208,8 +209,9 @@ def _random_pairs(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def test_bleu4_sentence_equals_nltk_method1() -> None:
-    from medbench.scoring.caption import bleu4_sentence
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    from medbench.scoring.caption import bleu4_sentence
 
     smooth = SmoothingFunction().method1
     for pred, ref in _random_pairs(2000, 1):
@@ -219,8 +221,9 @@ def test_bleu4_sentence_equals_nltk_method1() -> None:
 
 
 def test_rouge1_equals_rouge_score() -> None:
-    from medbench.scoring.caption import rouge1
     from rouge_score import rouge_scorer
+
+    from medbench.scoring.caption import rouge1
 
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
     for pred, ref in _random_pairs(2000, 2):
@@ -228,8 +231,9 @@ def test_rouge1_equals_rouge_score() -> None:
 
 
 def test_vectorised_bleu_matches_sacrebleu_compute_bleu() -> None:
-    from medbench.scoring.caption import bleu_from_statistics_batch
     from sacrebleu.metrics import BLEU
+
+    from medbench.scoring.caption import bleu_from_statistics_batch
 
     rng = np.random.default_rng(5)
     rows = []

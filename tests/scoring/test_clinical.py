@@ -2,6 +2,7 @@ import json
 from importlib import resources
 
 import pytest
+
 from medbench.scoring.clinical import canonical, clinical_score, synonym_table
 from medbench.scoring.normalize import normalize_answer
 

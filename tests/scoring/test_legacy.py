@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from medbench.scoring.legacy import llava_med_recall, llava_med_sample, multimedeval_is_closed, multimedeval_sample
 from medbench.scoring.normalize import legacy_normalize
 

@@ -13,6 +13,7 @@ Every expected value below is worked out by hand from the VQA-v2 rules the modul
 from __future__ import annotations
 
 import pytest
+
 from medbench.scoring.normalize import is_yes_no, normalize_answer, process_digit_article, process_punctuation
 
 

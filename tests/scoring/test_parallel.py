@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from medbench.scoring import aggregate as aggregate_module
 from medbench.scoring.aggregate import ScoringOptions, aggregate_captions, score_batch
 from medbench.scoring.parallel import MIN_PARALLEL_ITEMS

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from medbench.errors import UsageError
 from medbench.scoring.aggregate import ScoringOptions, aggregate_vqa, score_batch, subgroups_vqa
 from medbench.scoring.protocols import get_protocol, protocols

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from medbench.scoring.vqa import coerce_text, extract_answer, first_yes_no, strict_score
 
 

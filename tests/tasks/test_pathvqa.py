@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from conftest import build_pathvqa, load_split
+
 from medbench.errors import DataError
 
 

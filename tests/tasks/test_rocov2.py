@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from conftest import build_rocov2, load_split
+
 from medbench.tasks.rocov2 import SUBSET_SIZE, paper_subset
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from conftest import build_slake, load_split, slake_record
+
 from medbench.errors import DataError
 
 

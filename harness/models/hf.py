@@ -1,0 +1,379 @@
+"""Hugging Face image-text-to-text models (``AutoModelForImageTextToText``), optionally with a PEFT LoRA adapter.
+
+Names: ``hf:<hub-id-or-path>[+lora:<adapter>]``, and the paper's models ``llama32``, ``llama32med`` (LLaMA 3.2
+Vision + the LLaMA32-Med LoRA adapter, from ``--model-arg llama32med.adapter=PATH`` or
+``MEDBENCH_LLAMA32MED_ADAPTER``), ``qwen25vl``, ``gemma3`` and ``llava``. Options (``--model-arg NAME.KEY=VALUE``):
+``revision``, ``dtype`` (auto: bf16 on CUDA, fp32 elsewhere), ``device`` (auto), ``batch_size`` (int or auto),
+``adapter``/``lora``, ``max_new_tokens`` (overrides the runner's per-task value).
+
+Every request gets the family's own chat template (user turn: the image, then the prompt), greedy decoding and
+only the newly generated text back. Hub models are used from the local cache; when the hub is reachable a missing
+model is downloaded, otherwise a :class:`UsageError` says how to fetch it. torch, transformers and peft are imported
+only when a model is created.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from medbench.errors import UsageError
+from medbench.models import hf_families
+from medbench.models.base import Model
+from medbench.schema import Request
+
+log = logging.getLogger(__name__)
+
+LLAMA32 = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+QWEN25VL = "Qwen/Qwen2.5-VL-7B-Instruct"
+GEMMA3 = "google/gemma-3-4b-it"
+LLAVA = "llava-hf/llava-1.5-7b-hf"
+LLAMA32MED_ENV = "MEDBENCH_LLAMA32MED_ADAPTER"
+
+OPTIONS = ("revision", "dtype", "device", "batch_size", "adapter", "lora", "max_new_tokens")
+_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16"}
+_DTYPES |= {"fp32": "float32", "float32": "float32", "float": "float32"}
+
+
+@dataclass(frozen=True)
+class Options:
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int | None = None  # None: auto
+    adapter: str | None = None
+    max_new_tokens: int | None = None
+
+
+def _positive_int(name: str, key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise UsageError(f"model {name}: {key} must be a positive integer, got {value!r}")
+    return number
+
+
+def parse_options(name: str, options: dict[str, Any]) -> Options:
+    """Check and convert ``--model-arg`` values (strings from the command line, or Python values)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UsageError(f"model {name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    adapters = {str(options[k]) for k in ("adapter", "lora") if options.get(k) not in (None, "")}
+    if len(adapters) > 1:
+        raise UsageError(f"model {name}: adapter and lora name different adapters ({', '.join(sorted(adapters))})")
+    dtype = str(options.get("dtype") or "auto").lower()
+    if dtype != "auto" and dtype not in _DTYPES:
+        raise UsageError(f"model {name}: dtype must be auto, {', '.join(_DTYPES)}; got {dtype!r}")
+    device = str(options.get("device") or "auto")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise UsageError(f"model {name}: device must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
+    batch = options.get("batch_size")
+    tokens = options.get("max_new_tokens")
+    return Options(
+        revision=str(options["revision"]) if options.get("revision") else None,
+        dtype=_DTYPES.get(dtype, "auto"),
+        device=device,
+        batch_size=None if batch in (None, "", "auto") else _positive_int(name, "batch_size", batch),
+        adapter=adapters.pop() if adapters else None,
+        max_new_tokens=None if tokens in (None, "") else _positive_int(name, "max_new_tokens", tokens),
+    )
+
+
+def _torch_settings(opts: Options) -> tuple[Any, str]:
+    import torch
+
+    device = opts.device
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        device = "cuda" if torch.cuda.is_available() else "mps" if mps and mps.is_available() else "cpu"
+    if device == "cuda":  # under torchrun / accelerate each rank uses its own GPU
+        device = f"cuda:{os.environ.get('LOCAL_RANK') or torch.cuda.current_device()}"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device} asked for, but torch sees no CUDA GPU (torch {torch.__version__})")
+    dtype = opts.dtype
+    if dtype == "auto":
+        dtype = "float32"
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return getattr(torch, dtype), device
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+class HFModel(Model):
+    """An ``AutoModelForImageTextToText`` checkpoint with its processor, optionally with a LoRA adapter."""
+
+    uses_images: ClassVar[bool] = True
+
+    def __init__(self, name: str, model_ref: str, **options: Any) -> None:
+        super().__init__(name, **options)
+        opts = parse_options(name, options)
+        self._opts = opts
+        self.model_ref = model_ref
+        self.model_dir, self.revision = hf_families.resolve(
+            model_ref, opts.revision, what="model", marker="config.json"
+        )
+        if opts.revision and self.revision is None:
+            raise UsageError(f"model {name}: revision applies to hub ids; {self.model_dir} is a local folder")
+        self.model_type = hf_families.read_model_type(self.model_dir)
+        hf_families.check_supported(self.model_dir, self.model_type)
+        self.adapter_dir: Path | None = None
+        self.adapter_revision: str | None = None
+        if opts.adapter:
+            self.adapter_dir, self.adapter_revision = hf_families.resolve(
+                opts.adapter, None, what="adapter", marker="adapter_config.json"
+            )
+        self._dtype, self._device = _torch_settings(opts)
+        self.batch_size = opts.batch_size or (16 if self._device.startswith("cuda") else 4)
+        self.processor = hf_families.load_processor(self.model_dir, self.model_type)
+        self.model = self._load_model()
+        self._weights = hf_families.weights_digest(self.model_dir)
+        self._adapter_sha = hf_families.adapter_digest(self.adapter_dir) if self.adapter_dir else None
+
+    # -- loading ------------------------------------------------------------------------------------------------
+    def _load_model(self) -> Any:
+        from transformers import AutoModelForImageTextToText, GenerationConfig
+
+        device_map = None if self._device == "cpu" else {"": self._device}
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(
+                self.model_dir, dtype=self._dtype, device_map=device_map
+            )
+        except (ValueError, KeyError) as exc:
+            raise UsageError(
+                f"{self.model_ref}: model_type {self.model_type!r} cannot be loaded as an image-text-to-text model "
+                f"by transformers (AutoModelForImageTextToText): {hf_families.first_line(exc)}. medbench is tested "
+                f"with {', '.join(hf_families.FAMILIES)}; newer types may need a newer transformers."
+            ) from exc
+        if self.adapter_dir is not None:
+            model = self._attach_adapter(model)
+        model.eval()
+        # Greedy, whatever the checkpoint's generation_config asks for (LLaMA 3.2 samples at T=0.6, Qwen uses
+        # a repetition penalty): keep only its token ids, so no sampling flag is merged in or warned about.
+        source = model.generation_config
+        tokenizer = self.processor.tokenizer
+        self.generation = GenerationConfig(
+            bos_token_id=source.bos_token_id,
+            eos_token_id=source.eos_token_id if source.eos_token_id is not None else tokenizer.eos_token_id,
+            pad_token_id=source.pad_token_id if source.pad_token_id is not None else tokenizer.pad_token_id,
+            do_sample=False,
+            num_beams=1,
+        )
+        model.generation_config = self.generation
+        return model
+
+    def _attach_adapter(self, model: Any) -> Any:
+        from peft import PeftModel
+        from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+        assert self.adapter_dir is not None
+        adapter = self._opts.adapter
+        ours = f"{self.model_ref} ({self.model_type})"
+        config = json.loads((self.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        base, base_type = hf_families.adapter_base_type(config)
+        if base_type is not None and base_type != self.model_type:
+            raise UsageError(
+                f"adapter {adapter} was trained on {base} ({base_type}) and does not fit the base model {ours}; "
+                "use it with the base it was trained on"
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model = PeftModel.from_pretrained(model, str(self.adapter_dir))
+            except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+                raise UsageError(
+                    f"adapter {adapter} (trained on {base or 'an unrecorded base'}) does not fit the base model "
+                    f"{ours}: {hf_families.first_line(exc)}"
+                ) from exc
+        problems = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+        saved = len(load_peft_weights(str(self.adapter_dir), device="cpu"))
+        used = len(get_peft_model_state_dict(model))
+        if saved > used:
+            problems.append(f"{saved - used} of its {saved} tensors match no module of the base model")
+        if problems:
+            raise UsageError(
+                f"adapter {adapter} (trained on {base or 'an unrecorded base'}) does not fit the base model {ours}: "
+                f"{problems[0][:300]}"
+            )
+        for w in caught:  # pass on what peft said, minus library-internal deprecation notices
+            if not issubclass(w.category, (DeprecationWarning, FutureWarning)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return model
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        outputs = [""] * len(requests)
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(self._opts.max_new_tokens or request.max_new_tokens, []).append(i)
+        for max_new_tokens, indices in groups.items():
+            start = 0
+            while start < len(indices):
+                chunk = indices[start : start + self.batch_size]
+                texts: list[str] | None = None
+                try:
+                    texts = self._generate_batch([requests[i] for i in chunk], max_new_tokens)
+                except Exception as exc:
+                    if not _is_oom(exc):
+                        raise
+                    if len(chunk) == 1:
+                        raise UsageError(
+                            f"{self.name}: out of memory generating a single request on {self._device} "
+                            f"({self._dtype}); use a smaller --image-size, a lower max_new_tokens or a larger GPU"
+                        ) from exc
+                if texts is None:  # out of memory; outside the except block, so the failed batch can be freed
+                    self._free_memory()
+                    self.batch_size = max(1, len(chunk) // 2)
+                    log.warning(
+                        "%s: out of memory at batch size %d; retrying at %d", self.name, len(chunk), self.batch_size
+                    )
+                    continue
+                for i, text in zip(chunk, texts, strict=True):
+                    outputs[i] = text
+                start += len(chunk)
+        return outputs
+
+    def _generate_batch(self, requests: Sequence[Request], max_new_tokens: int) -> list[str]:
+        import torch
+
+        images = [r.image.open(r.image_size) for r in requests]
+        inputs = hf_families.batch_inputs(self.processor, images, [r.prompt for r in requests])
+        inputs = inputs.to(self._device, dtype=self._dtype)
+        config = copy.deepcopy(self.generation)
+        config.max_new_tokens = max_new_tokens
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=config)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+    def _free_memory(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- identity -----------------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        import peft
+        import torch
+        import transformers
+
+        hub = self.revision is not None
+        per_kind = self._max_new_tokens_per_kind()
+        # No model name: the same weights, adapter and settings under another name produce the same outputs.
+        return {
+            "class": type(self).__qualname__,
+            "model": {
+                "id": self.model_ref if hub else str(self.model_dir),
+                "path": None if hub else str(self.model_dir),  # hub snapshots: the cache path is per machine
+                "revision": self.revision,
+                "model_type": self.model_type,
+                "architecture": type(self.model.get_base_model() if self.adapter_dir else self.model).__name__,
+                "weights_sha256": self._weights,
+            },
+            "adapter": None
+            if self.adapter_dir is None
+            else {
+                "id": self._opts.adapter if self.adapter_revision else str(self.adapter_dir),
+                "path": None if self.adapter_revision else str(self.adapter_dir),
+                "revision": self.adapter_revision,
+                "sha256": self._adapter_sha,
+            },
+            "dtype": str(self._dtype).replace("torch.", ""),
+            "device": self._device.split(":")[0],
+            "generation": {
+                "do_sample": False,
+                "num_beams": 1,
+                "repetition_penalty": 1.0,
+                "max_new_tokens": per_kind,
+                "eos_token_id": self.generation.eos_token_id,
+            },
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": peft.__version__,
+            },
+        }
+
+    def _max_new_tokens_per_kind(self) -> dict[str, int] | str:
+        if self._opts.max_new_tokens:
+            return {"vqa": self._opts.max_new_tokens, "caption": self._opts.max_new_tokens}
+        try:  # what the runner asks for per task kind (each request carries it)
+            from medbench.runner import MAX_NEW_TOKENS
+
+            return dict(MAX_NEW_TOKENS)
+        except ImportError:
+            return "per request"
+
+
+def _adapter_from_spec(name: str) -> tuple[str, str | None]:
+    if not name.startswith("hf:") or len(name) <= 3:
+        raise UsageError(f"model {name!r}: expected hf:<hub-id-or-path>[+lora:<adapter-path>]")
+    base, sep, adapter = name[3:].partition("+lora:")
+    if not base or (sep and not adapter):
+        raise UsageError(f"model {name!r}: expected hf:<hub-id-or-path>[+lora:<adapter-path>]")
+    return base, adapter or None
+
+
+def _with_adapter(name: str, adapter: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    given = options.get("adapter") or options.get("lora")
+    if adapter and given and str(given) != adapter:
+        raise UsageError(f"model {name}: the name gives adapter {adapter} but the options give {given}")
+    if adapter:
+        options = {k: v for k, v in options.items() if k != "lora"} | {"adapter": adapter}
+    return options
+
+
+def from_spec(name: str, **options: Any) -> Model:
+    """``hf:<hub-id-or-path>[+lora:<adapter>]``."""
+    base, adapter = _adapter_from_spec(name)
+    return HFModel(name, base, **_with_adapter(name, adapter, options))
+
+
+def llama32(name: str, **options: Any) -> Model:
+    """LLaMA 3.2 11B Vision Instruct, zero-shot (the paper's baseline)."""
+    return HFModel(name, LLAMA32, **options)
+
+
+def llama32med(name: str, **options: Any) -> Model:
+    """LLaMA 3.2 11B Vision Instruct + the LLaMA32-Med LoRA adapter (never run without the adapter)."""
+    adapter = options.get("adapter") or options.get("lora") or os.environ.get(LLAMA32MED_ENV)
+    if not adapter:
+        raise UsageError(
+            f"model {name} needs its LoRA adapter: pass `--model-arg {name}.adapter=/path/to/adapter` or set "
+            f"{LLAMA32MED_ENV}=/path/to/adapter (a PEFT folder with adapter_config.json). "
+            f"Use `llama32` for the zero-shot base model."
+        )
+    return HFModel(name, LLAMA32, **_with_adapter(name, str(adapter), options))
+
+
+def qwen25vl(name: str, **options: Any) -> Model:
+    """Qwen2.5-VL 7B Instruct."""
+    return HFModel(name, QWEN25VL, **options)
+
+
+def gemma3(name: str, **options: Any) -> Model:
+    """Gemma 3 4B instruction-tuned."""
+    return HFModel(name, GEMMA3, **options)
+
+
+def llava(name: str, **options: Any) -> Model:
+    """LLaVA-1.5 7B (llava-hf conversion)."""
+    return HFModel(name, LLAVA, **options)
