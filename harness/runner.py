@@ -8,6 +8,7 @@ so a killed run keeps everything it finished.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -182,10 +183,13 @@ def run_model_on_task(
         for s in prepared.samples
     ]
     keys = request_keys(model, requests, prompt_style=config.prompt, data_checksum=prepared.split.checksum())
-    store = cache if model.cacheable else PredictionCache(None)
     job = world()
     mine = job.shard(list(zip(requests, keys, strict=True)))  # the whole list in a single-process run
-    with progress(f"{model.name} · {task.name}", len(mine)) as advance:
+    # Blind baselines are instant: a throwaway in-memory store instead of the shared cache.
+    with (
+        contextlib.nullcontext(cache) if model.cacheable else PredictionCache(None) as store,
+        progress(f"{model.name} · {task.name}", len(mine)) as advance,
+    ):
         result = generate_all(
             model,
             [r for r, _ in mine],
