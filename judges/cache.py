@@ -1,0 +1,91 @@
+"""The judge cache: a SQLite file (WAL) of judge replies, so a rerun makes zero judge calls.
+
+Keyed by sha256 over the judge model, the base URL's host, the prompt template's hash and the rendered prompt (which
+holds the inputs). Only successful judgements are stored: a request that failed, or a reply whose score could not
+be parsed, is not cached and is asked again on the next run. The table can live in the prediction cache's file
+(``medbench.cache.default_cache_path()``): it has its own table name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS judgements (
+    key TEXT PRIMARY KEY,
+    judge_model TEXT NOT NULL,
+    host TEXT NOT NULL,
+    template_sha256 TEXT NOT NULL,
+    raw_text TEXT NOT NULL,
+    server_model TEXT,
+    created REAL NOT NULL
+)
+"""
+
+
+def judgement_key(*, judge_model: str, host: str, template_sha256: str, prompt: str) -> str:
+    """The cache key of one judge request."""
+    parts = [judge_model, host.lower(), template_sha256, prompt]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+class CachedReply(NamedTuple):
+    raw_text: str
+    server_model: str | None
+
+
+class JudgeCache:
+    """Judge replies by key. ``JudgeCache(None)`` keeps them in memory only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=60)
+        if path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, CachedReply]:
+        """Cached replies for the keys that have one."""
+        found: dict[str, CachedReply] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key, raw_text, server_model FROM judgements WHERE key IN ({marks})", chunk)
+            for key, raw_text, server_model in rows.fetchall():
+                found[key] = CachedReply(raw_text, server_model)
+        return found
+
+    def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str | None]]) -> None:
+        """Store ``(key, judge_model, host, template_sha256, raw_text, server_model)`` rows and commit."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO judgements "
+                "(key, judge_model, host, template_sha256, raw_text, server_model, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*row, now) for row in rows],
+            )
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM judgements").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> JudgeCache:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
