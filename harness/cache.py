@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -55,29 +56,40 @@ def prediction_key(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def open_sqlite(path: Path | None, schema: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path`` (WAL, synchronous=NORMAL), or in memory for ``None``, with
+    ``schema`` applied. Shared by the prediction and judgement caches."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=60)
+    if path is not None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(schema)
+    db.commit()
+    return db
+
+
+def rows_for_keys(db: sqlite3.Connection, select: str, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Rows of ``select`` (a ``SELECT ... FROM table`` without WHERE) whose ``key`` is in ``keys``, queried in
+    chunks that stay under SQLite's parameter limit."""
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), 500):
+        chunk = list(keys[start : start + 500])
+        rows.extend(db.execute(f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+    return rows
+
+
 class PredictionCache:
     """Outputs by key. ``PredictionCache(None)`` keeps them in memory only (``--no-cache``)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=60)
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = open_sqlite(path, _SCHEMA)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
         """Cached outputs for the keys that have one."""
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, output FROM predictions WHERE key IN ({marks})", chunk)
-            found.update(rows.fetchall())
-        return found
+        return {key: output for key, output in rows_for_keys(self._db, "SELECT key, output FROM predictions", keys)}
 
     def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str]]) -> None:
         """Store ``(key, model, fingerprint, task, sample_id, output)`` rows and commit (one batch)."""

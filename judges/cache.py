@@ -9,12 +9,13 @@ be parsed, is not cached and is asked again on the next run. The table can live 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
+
+from medbench.cache import open_sqlite, rows_for_keys
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgements (
@@ -45,25 +46,12 @@ class JudgeCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=60)
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = open_sqlite(path, _SCHEMA)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedReply]:
         """Cached replies for the keys that have one."""
-        found: dict[str, CachedReply] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, raw_text, server_model FROM judgements WHERE key IN ({marks})", chunk)
-            for key, raw_text, server_model in rows.fetchall():
-                found[key] = CachedReply(raw_text, server_model)
-        return found
+        rows = rows_for_keys(self._db, "SELECT key, raw_text, server_model FROM judgements", keys)
+        return {key: CachedReply(raw_text, server_model) for key, raw_text, server_model in rows}
 
     def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str | None]]) -> None:
         """Store ``(key, judge_model, host, template_sha256, raw_text, server_model)`` rows and commit."""

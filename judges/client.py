@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from medbench.errors import UsageError
-from medbench.models.openai_compat import PLACEHOLDER_KEY, _parse_retry_after, _redact_url
+from medbench.models.openai_compat import PLACEHOLDER_KEY, _parse_retry_after, _redact_url, error_detail
 
 log = logging.getLogger(__name__)
 
@@ -284,27 +284,11 @@ class JudgeClient:
         if status in (401, 403):
             source = "no key (placeholder sent)" if self._key_is_placeholder else f"the key in ${self.api_key_env}"
             return _Fatal(f"HTTP {status} (authentication/permission denied; sent {source})")
-        detail = self._error_detail(exc)
+        detail = self._scrub(error_detail(exc, _ERROR_DETAIL_CHARS))
         if status in (408, 429) or status >= 500:
             headers = getattr(getattr(exc, "response", None), "headers", None)
             return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(headers))
         return _Fatal(f"HTTP {status}: {detail}")
-
-    def _error_detail(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message: Any = None
-        if isinstance(body, dict):
-            error = body.get("error", body)
-            message = error.get("message") if isinstance(error, dict) else error
-        if message is None:
-            try:
-                message = exc.response.text
-            except Exception:
-                message = body
-        text = " ".join(str(message or "(empty body)").split())
-        if len(text) > _ERROR_DETAIL_CHARS:
-            text = text[:_ERROR_DETAIL_CHARS] + "..."
-        return self._scrub(text)
 
     def _parse(self, text: str) -> tuple[str, str | None]:
         if not text.strip():

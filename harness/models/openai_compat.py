@@ -70,6 +70,23 @@ _KNOWN_OPTIONS = (
 )
 
 
+def error_detail(exc: Any, limit: int) -> str:
+    """The server's error message from an openai ``APIStatusError`` (else its body text), whitespace-collapsed and
+    cut to ``limit`` characters. Callers scrub secrets from it."""
+    body = getattr(exc, "body", None)
+    message: Any = None
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        message = error.get("message") if isinstance(error, dict) else error
+    if message is None:
+        try:
+            message = exc.response.text
+        except Exception:
+            message = body
+    text = " ".join(str(message or "(empty body)").split())
+    return text[:limit] + "..." if len(text) > limit else text
+
+
 class EndpointError(MedbenchError):
     """A request to an OpenAI-compatible endpoint failed for good (after retries, or non-retryable)."""
 
@@ -396,27 +413,11 @@ class OpenAICompatModel(Model):
         if status in (401, 403):
             source = "no key (placeholder sent)" if self._key_is_placeholder else f"the key in ${self.api_key_env}"
             return _Fatal(f"HTTP {status} (authentication/permission denied; sent {source})", status)
-        detail = self._error_detail(exc)
+        detail = self._scrub(error_detail(exc, _ERROR_DETAIL_CHARS))
         if status == 429 or status == 408 or status >= 500:
             headers = getattr(getattr(exc, "response", None), "headers", None)
             return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(headers))
         return _Fatal(f"HTTP {status}: {detail}", status)
-
-    def _error_detail(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message: Any = None
-        if isinstance(body, dict):
-            error = body.get("error", body)
-            message = error.get("message") if isinstance(error, dict) else error
-        if message is None:
-            try:
-                message = exc.response.text
-            except Exception:
-                message = body
-        text = " ".join(str(message or "(empty body)").split())
-        if len(text) > _ERROR_DETAIL_CHARS:
-            text = text[:_ERROR_DETAIL_CHARS] + "..."
-        return self._scrub(text)
 
     def _parse(self, text: str) -> str:
         try:
