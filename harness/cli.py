@@ -3,120 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from medbench import __version__
+from medbench.console import fmt_metric, print_judge, print_protocol_comparison, print_results, progress_factory
 from medbench.errors import MedbenchError, UsageError
 from medbench.tasks.base import CLOSED_RULES
-
-
-def _progress_factory(console: Any) -> tuple[Any, Callable[[str, int], Any]]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            # rich only estimates a speed after a few updates; fall back to completed / elapsed.
-            speed = task.finished_speed or task.speed
-            if not speed and task.elapsed and task.completed:
-                speed = task.completed / task.elapsed
-            return Text(f"{speed:,.1f} samples/s" if speed else "- samples/s", style="cyan")
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-    @contextlib.contextmanager
-    def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-        task_id = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task_id, n)
-        bar.refresh()
-
-    return bar, progress
-
-
-def _fmt(entry: dict[str, Any] | None) -> str:
-    if not entry or entry.get("value") is None:
-        return "-"
-    value, ci = entry["value"], entry.get("ci95")
-    text = f"{100 * value:.1f}"
-    return f"{text}\n{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else text
-
-
-def print_results(results: dict[str, Any], console: Any) -> None:
-    """Print one table per task kind: VQA accuracies and caption metrics, with 95% CIs (in %)."""
-    from rich.table import Table
-
-    data_label = results.get("data", "user")
-    for kind, columns in (
-        ("vqa", ("closed_accuracy", "open_accuracy", "overall_accuracy")),
-        ("caption", ("bleu", "bleu4_sentence", "token_recall", "rouge1", "bertscore_f1")),
-    ):
-        tasks = [t for t, info in results["tasks"].items() if info["kind"] == kind]
-        if not tasks:
-            continue
-        title = (
-            f"{'VQA accuracy' if kind == 'vqa' else 'Captioning'} (%, 95% CI) · protocol "
-            f"{results['headline_protocol'] if kind == 'vqa' else 'caption'}"
-            + (f" · closed rule {results['closed_rule']}" if kind == "vqa" else "")
-            + f" · data: {data_label}"
-        )
-        table = Table(title=title)
-        for header in ("model", "task", "n", *columns, "skipped"):
-            label = header.removesuffix("_accuracy").replace("_sentence", "_sent").replace("bertscore_f1", "bertscore")
-            table.add_column(label, justify="left" if header in ("model", "task") else "right")
-        for model, per_task in results["metrics"].items():
-            for task in tasks:
-                if task not in per_task:
-                    continue
-                metrics = per_task[task][results["headline"][task]]
-                info = results["tasks"][task]
-                table.add_row(
-                    model,
-                    task,
-                    str(info["n_samples"]),
-                    *(_fmt(metrics.get(c)) for c in columns),
-                    str(info["skipped"]["count"]),
-                )
-        console.print(table)
-
-
-def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
-    """Overall accuracy of every VQA protocol side by side: where scoring conventions move the numbers."""
-    from rich.table import Table
-
-    names = list(results["scoring"]["protocols"])
-    table = Table(title="Overall accuracy (%) under each protocol — the same predictions, scored as each peer does")
-    for header in ("model", "task", *names):
-        table.add_column(header, justify="left" if header in ("model", "task") else "right")
-    for model, per_task in results["metrics"].items():
-        for task, metrics in per_task.items():
-            if results["tasks"][task]["kind"] == "vqa":
-                table.add_row(model, task, *(_fmt(metrics[p]["overall_accuracy"]).split("\n")[0] for p in names))
-    if table.row_count:
-        console.print(table)
 
 
 def _batch_size(value: str) -> int | None:
@@ -172,6 +68,13 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         protocol=args.protocol,
         bertscore_model=args.bertscore_model,
         bertscore_layers=args.bertscore_layers,
+        judge=args.judge,
+        judge_base_url=args.judge_base_url,
+        judge_model=args.judge_model,
+        judge_api_key_env=args.judge_api_key_env,
+        judge_concurrency=args.judge_concurrency,
+        judge_max_retries=args.judge_max_retries,
+        judge_timeout=args.judge_timeout,
     )
     err = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0)  # one voice in a torchrun job
     if demo:
@@ -179,19 +82,30 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "[bold]medbench[/]: running the embedded demo set (data: demo — a handful of images, "
             "not a benchmark). Use --data-dir or --tasks to evaluate real data."
         )
-    bar, progress = _progress_factory(err)
+    bar, progress = progress_factory(err)
     with bar:
         results = execute(config, progress, argv)
     if err.quiet:
         return 0
     print_results(results, Console())
     print_protocol_comparison(results, Console())
+    print_judge(results, Console())
     counts = results.get("counts", {})
     summary = ", ".join(
         f"{m}: " + " ".join(f"{t} {c['generated']}g/{c['cached']}c/{c['skipped']}s" for t, c in per.items())
         for m, per in counts.items()
     )
     err.print(f"samples generated (g) / from cache (c) / skipped (s): {summary}")
+    if "judge" in results:
+        judged = ", ".join(
+            f"{m}: "
+            + " ".join(
+                f"{t} {c.get('judge_requested', 0)}r/{c.get('judge_cached', 0)}c/{c.get('judge_failures', 0)}f"
+                for t, c in per.items()
+            )
+            for m, per in counts.items()
+        )
+        err.print(f"judgements requested (r) / from cache (c) / failed (f): {judged}")
     err.print(
         f"results: {output / 'results.json'}\npredictions: {output / 'predictions'}/\nrun record: {output / 'run.json'}"
     )
@@ -265,7 +179,7 @@ def cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
         table.add_column(header, justify="right" if header in ("value", "n") else "left")
     for task, metrics in result["tasks"].items():
         for metric, entry in metrics.items():
-            table.add_row(task, metric, _fmt(entry).replace("\n", " "), str(entry["n"]))
+            table.add_row(task, metric, fmt_metric(entry).replace("\n", " "), str(entry["n"]))
     Console().print(table)
     return 0
 
@@ -316,6 +230,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-verify-images", action="store_true", help="skip decoding every image before the run")
     run.add_argument("--protocol", default="strict", help="headline VQA protocol (all are computed; see docs)")
     _bertscore_args(run)
+    judge = run.add_argument_group(
+        "LLM judge", "caption judge (Appendix D, 1-5) on rocov2 and an equivalence judge on VQA open answers"
+    )
+    judge.add_argument(
+        "--judge",
+        metavar="NAME",
+        help="deepseek (DeepSeek's API, key from $DEEPSEEK_API_KEY), any name with --judge-base-url and "
+        "--judge-model, or hf:<path-or-hub-id> for a local transformers model",
+    )
+    judge.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint (vLLM, SGLang, ...)")
+    judge.add_argument("--judge-model", metavar="MODEL", help="model name to ask (deepseek default: deepseek-chat)")
+    judge.add_argument(
+        "--judge-api-key-env",
+        metavar="VAR",
+        help="environment variable holding the judge's API key (keys are never taken on the command line)",
+    )
+    judge.add_argument(
+        "--judge-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight at once (local judge: batch size; default 16)",
+    )
+    judge.add_argument(
+        "--judge-max-retries",
+        type=int,
+        default=6,
+        metavar="N",
+        help="retries per judge request on 429/5xx/timeouts/blank replies, with exponential backoff (default 6)",
+    )
+    judge.add_argument(
+        "--judge-timeout", type=float, default=600.0, metavar="S", help="seconds per judge request (default 600)"
+    )
     run.set_defaults(func=cmd_run)
 
     score = sub.add_parser("score", help="score prediction JSONL files without running a model")

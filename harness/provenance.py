@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 _PACKAGES = (
     "medbench",
@@ -59,6 +61,33 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "note": "not running from a git checkout"}
     return {"commit": commit, "dirty": bool(dirty)}
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info and query string (either could carry a credential)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "<unparseable url>"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_urls(obj: Any) -> Any:
+    """``obj`` (JSON-like: dicts, lists, strings) with every URL inside a string passed through
+    :func:`redact_url` — for run records that echo the command line or the config."""
+    if isinstance(obj, str):
+        return _URL.sub(lambda m: redact_url(m.group(0)), obj) if "://" in obj else obj
+    if isinstance(obj, dict):
+        return {k: redact_urls(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_urls(v) for v in obj]
+    return obj
 
 
 def stable_hash(obj: Any) -> str:

@@ -21,13 +21,13 @@ from typing import Any
 from medbench import __version__
 from medbench.cache import PredictionCache, default_cache_path
 from medbench.distributed import world
-from medbench.errors import DataError, SampleError
+from medbench.errors import DataError, SampleError, UsageError
 from medbench.fileio import write_json_atomic, write_jsonl_atomic
 from medbench.generation import generate_all, request_keys
 from medbench.images import check_image
 from medbench.models.base import Model
 from medbench.prompts import prompt_hash, render_prompt
-from medbench.provenance import environment, stable_hash
+from medbench.provenance import environment, redact_urls, stable_hash
 from medbench.registry import check_model_name, create_model, get_task
 from medbench.schema import Request, Sample
 from medbench.scoring.aggregate import (
@@ -41,6 +41,7 @@ from medbench.scoring.aggregate import (
 from medbench.scoring.bertscore import choose_model
 from medbench.scoring.bertscore import variant as bertscore_variant
 from medbench.scoring.caption import lexical_variants
+from medbench.scoring.judged import agreement_report
 from medbench.scoring.protocols import get_protocol, protocols
 from medbench.stats import DEFAULT_RESAMPLES
 from medbench.tasks.base import LoadedSplit, LoadOptions, Skipped, Task, locate
@@ -74,13 +75,20 @@ class RunConfig:
     cache: Path | None = None  # None: default_cache_path()
     no_cache: bool = False
     model_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    judge: str | None = None  # --judge: a preset (deepseek), another name with judge_base_url + judge_model, hf:<path>
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    judge_api_key_env: str | None = None  # the variable's name; the key itself is read from the environment only
+    judge_concurrency: int = 16
+    judge_max_retries: int = 6
+    judge_timeout: float = 600.0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["output"] = str(self.output)
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
         data["cache"] = str(self.cache) if self.cache else None
-        return data
+        return redact_urls(data)  # a URL may carry credentials (user:pass@host, ?api_key=...)
 
 
 @dataclass
@@ -95,6 +103,39 @@ class PreparedTask:
 
 
 Progress = Callable[[str, int], Any]  # (description, total) -> context manager yielding advance(n)
+
+
+@dataclass
+class Judging:
+    """The run's judge backend and its cache (a table in the prediction cache's SQLite file)."""
+
+    backend: Any  # medbench.judges.core.JudgeBackend (imported lazily with the judge)
+    cache: Any  # medbench.judges.cache.JudgeCache
+
+    @classmethod
+    def start(cls, config: RunConfig, cache_path: Path | None) -> Judging | None:
+        if not config.judge:
+            if config.judge_base_url or config.judge_model or config.judge_api_key_env:
+                raise UsageError("--judge-base-url, --judge-model and --judge-api-key-env need --judge NAME")
+            return None
+        from medbench.judges.cache import JudgeCache
+        from medbench.judges.runs import JudgeSpec, build_judge
+
+        spec = JudgeSpec(
+            config.judge,
+            config.judge_base_url,
+            config.judge_model,
+            config.judge_api_key_env,
+            config.judge_concurrency,
+            config.judge_max_retries,
+            config.judge_timeout,
+        )
+        return cls(build_judge(spec), JudgeCache(cache_path))
+
+    def describe(self) -> dict[str, Any]:
+        from medbench.judges.runs import describe
+
+        return describe(self.backend)
 
 
 def _closed_counts(samples: Sequence[Sample]) -> dict[str, int]:
@@ -162,11 +203,13 @@ def run_model_on_task(
     progress: Progress,
     scoring: ScoringOptions,
     cache: PredictionCache,
+    judge: Judging | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Outputs (cached or generated), scores and ``predictions/<model>/<task>.jsonl`` for one model and task.
+    """Outputs (cached or generated), scores, judgements (with a judge) and ``predictions/<model>/<task>.jsonl``
+    for one model and task.
 
     The JSONL file is rebuilt in dataset order from the outputs, so a resumed run writes exactly the file an
-    uninterrupted run would. Returns the rows and the generated/cached/skipped counts.
+    uninterrupted run would. Returns the rows and the generated/cached/skipped (and judge) counts.
     """
     task, kind = prepared.task, prepared.task.kind
     requests = [
@@ -220,12 +263,19 @@ def run_model_on_task(
         }
         for s, output, score in zip(samples, outputs, scores, strict=True)
     ]
+    judge_counts: dict[str, int] = {}
+    if judge is not None:
+        from medbench.judges.runs import judge_rows, targets
+
+        with progress(f"judge · {model.name} · {task.name}", len(targets(kind, rows))) as advance:
+            judge_counts = judge_rows(kind, rows, judge.backend, judge.cache, advance)
     write_jsonl_atomic(out_dir / "predictions" / safe_name(model.name) / f"{task.name}.jsonl", rows)
     counts = {
         "generated": sum(g for _, g, _ in parts),
         "cached": sum(c for _, _, c in parts),
         "skipped": len(prepared.skipped),
         "empty_outputs": sum(1 for o in outputs if not o.strip()),
+        **judge_counts,
     }
     return rows, counts
 
@@ -255,7 +305,7 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "medbench_version": __version__,
         "status": "running",
         "started": started,
-        "argv": list(argv if argv is not None else sys.argv),
+        "argv": redact_urls(list(argv if argv is not None else sys.argv)),
         "config": config.to_json(),
         "config_sha256": stable_hash(config.to_json()),
         "seeds": {"bootstrap": config.seed, "bootstrap_resamples": config.resamples},
@@ -287,6 +337,14 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
     }
     cache = PredictionCache(None if config.no_cache else (config.cache or default_cache_path()))
     run_info["cache"] = str(cache.path) if cache.path else None
+    judging = Judging.start(config, cache.path) if job.is_main else None  # rank 0 judges the merged rows
+    if judging is not None:
+        results["judge"] = run_info["judge"] = judging.describe()
+        results["scoring"]["protocols"]["clinical"] += (
+            f"; with the LLM equivalence judge {judging.backend.model} on open answers neither accepts"
+        )
+        results["judge_agreement"] = {}
+        save(out_dir / "run.json", run_info)
     run_info["counts"] = {}
     for model_name in config.models:
         model = create_model(model_name, **config.model_args.get(model_name, {}))
@@ -298,7 +356,7 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
                 model.fit(name, _training_split(task_data.task, config))
             started_at = time.perf_counter()
             scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
-            rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache)
+            rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache, judging)
             if not job.is_main:
                 continue
             run_info["counts"][model_name][name] = counts
@@ -307,6 +365,9 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
             results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
             if task_data.task.kind == "vqa" and scoring.subgroup_fields:
                 results["subgroups"][model_name][name] = subgroups_vqa(rows, scoring)
+            if judging is not None and task_data.task.kind == "vqa":
+                report = agreement_report(rows, config.resamples, config.seed)
+                results["judge_agreement"].setdefault(model_name, {})[name] = report
             results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
             results["tasks"][name].setdefault("timing", {})[model_name] = {
                 "seconds": round(elapsed, 3),
@@ -314,6 +375,8 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
             }
             save(out_dir / "results.json", results)
     cache.close()
+    if judging is not None:
+        judging.cache.close()
     results["counts"] = run_info["counts"]
     save(out_dir / "results.json", results)
     run_info.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))

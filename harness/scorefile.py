@@ -1,7 +1,10 @@
 """``medbench score``: score prediction rows from JSONL files with no model.
 
 Required keys per row: ``id``, ``task``, ``answer_type``, ``reference``, ``prediction`` (rows written by
-``medbench run`` qualify). Scores are always recomputed from ``prediction``; stored scores are ignored.
+``medbench run`` qualify). Scores are always recomputed from ``prediction``; stored scores are ignored. Judge
+verdicts recorded by ``medbench run --judge`` are reused (``judge_score``, judged ``clinical``) while each still
+matches its row's prompt; a stale one (edited prediction, changed template) is dropped and counted in
+``judge_records_ignored``.
 """
 
 from __future__ import annotations
@@ -76,6 +79,12 @@ def score_files(paths: Sequence[Path], protocol: str, options: ScoringOptions) -
     for task, rows in read_rows(paths).items():
         kind = task_kind(task, rows)
         score_rows(kind, rows, options)
+        if any("judge" in r for r in rows):
+            from medbench.judges.runs import reuse_recorded
+
+            stale = reuse_recorded(rows)
+            if stale:
+                out.setdefault("judge_records_ignored", {})[task] = stale
         metrics = aggregate(kind, rows, options)
         out["tasks"][task] = metrics[CAPTION_PROTOCOL if kind == "caption" else protocol]
     return out

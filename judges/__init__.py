@@ -1,2 +1,3 @@
-"""LLM judges (the paper's DeepSeek 1-5 caption judge, an open-answer equivalence judge). Not built yet: see the
-project's issue on LLM judges. Importing this package is cheap and safe."""
+"""LLM judges: the paper's Appendix D caption judge (1-5) and an open-answer equivalence judge, through any
+OpenAI-compatible endpoint (:mod:`.client`) or a local transformers model (:mod:`.local`), with a SQLite judgement
+cache (:mod:`.cache`) and failures recorded, never scored. See docs/judges.md. Importing this package is cheap."""

@@ -3,59 +3,38 @@
 :func:`render_prompt` fills ``templates/caption_appendix_d.jinja`` (the Appendix D prompt, verbatim);
 :func:`parse_score` reads the 1–5 score back (anything else is a parse failure, ``None``);
 :func:`judge_captions` asks the judge for a batch of pairs through the judge cache. A failed request or an
-unparseable reply is a :class:`Judgement` with ``score=None`` and a ``failure_reason`` — never a zero — and is not
+unparseable reply is a :class:`Judgement` with ``value=None`` and a ``failure_reason`` — never a zero — and is not
 cached, so the next run asks again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Sequence
-from functools import lru_cache
-from importlib import resources
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from medbench.judges.cache import JudgeCache, judgement_key
-from medbench.judges.client import JudgeClient
+from medbench.judges.cache import JudgeCache
+from medbench.judges.core import JudgeBackend, Judgement, ask, compiled_template, template_text
+from medbench.judges.core import template_sha256 as _template_sha256
 
 TEMPLATE_NAME = "caption_appendix_d.jinja"
 SCORE_MIN, SCORE_MAX = 1, 5
 
 
-class Judgement(NamedTuple):
-    """One judged pair. ``score`` is None exactly when ``failure_reason`` is set."""
-
-    score: int | None
-    failure_reason: str | None
-    raw_text: str
-    server_model: str | None
-    cached: bool
-
-
-@lru_cache(maxsize=1)
 def template_source() -> str:
-    return resources.files("medbench.judges").joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
+    return template_text(TEMPLATE_NAME)
 
 
 def template_sha256() -> str:
     """Hash of the template source; part of every judge-cache key, so an edited prompt is judged afresh."""
-    return hashlib.sha256(template_source().encode()).hexdigest()
-
-
-@lru_cache(maxsize=1)
-def _template() -> Any:
-    from jinja2 import Environment, StrictUndefined
-
-    # No block tags in the template, so no whitespace control is needed; Jinja drops the file's single final
-    # newline (keep_trailing_newline=False), so the prompt ends with "Score: X" exactly as in the paper.
-    env = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    return env.from_string(template_source())
+    return _template_sha256(TEMPLATE_NAME)
 
 
 def render_prompt(ground_truth: str, generated_text: str) -> str:
-    """The Appendix D prompt for one pair (inputs stripped of surrounding whitespace)."""
-    return str(_template().render(ground_truth=str(ground_truth).strip(), generated_text=str(generated_text).strip()))
+    """The Appendix D prompt for one pair (inputs stripped of surrounding whitespace). The template has no block
+    tags and its final newline is dropped, so the prompt ends with "Score: X" exactly as in the paper."""
+    template = compiled_template(TEMPLATE_NAME)
+    return str(template.render(ground_truth=str(ground_truth).strip(), generated_text=str(generated_text).strip()))
 
 
 # "Score: 4", "**Score:** 4/5", "Final score = 4.0", "SCORE: [4]"; the value may start on the next line.
@@ -96,48 +75,21 @@ def parse_score(text: str) -> int | None:
     return parse_score_detail(text)[0]
 
 
-def judge_captions(client: JudgeClient, cache: JudgeCache | None, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
-    """Judge ``(ground_truth, generated_text)`` pairs, in order. Cached replies are reused (no call); identical
-    prompts in one batch are asked once; only replies with a valid score are cached."""
+def judge_captions(
+    backend: JudgeBackend,
+    cache: JudgeCache | None,
+    pairs: Sequence[tuple[str, str]],
+    advance: Callable[[int], Any] | None = None,
+) -> list[Judgement]:
+    """Judge ``(ground_truth, generated_text)`` pairs, in order; ``Judgement.value`` is the 1–5 score. Cached
+    replies are reused (no call); identical prompts are asked once; only replies with a valid score are cached."""
     prompts = [render_prompt(gt, gen) for gt, gen in pairs]
-    template_hash = template_sha256()
-    host = client.config.host
-    keys = [
-        judgement_key(judge_model=client.model, host=host, template_sha256=template_hash, prompt=p) for p in prompts
-    ]
-    hits = cache.get_many(keys) if cache is not None else {}
-
-    results: list[Judgement | None] = [None] * len(prompts)
-    todo: dict[str, list[int]] = {}  # key -> indices
-    for i, key in enumerate(keys):
-        hit = hits.get(key)
-        if hit is not None:
-            score, reason = parse_score_detail(hit.raw_text)
-            results[i] = Judgement(score, reason, hit.raw_text, hit.server_model, True)
-        else:
-            todo.setdefault(key, []).append(i)
-
-    order = list(todo)
-    replies = client.complete_many([prompts[todo[k][0]] for k in order]) if order else []
-    to_store: list[tuple[str, str, str, str, str, str | None]] = []
-    for key, reply in zip(order, replies, strict=True):
-        if reply.ok and reply.text is not None:
-            score, reason = parse_score_detail(reply.text)
-            judgement = Judgement(score, reason, reply.text, reply.server_model, False)
-            if score is not None:
-                to_store.append((key, client.model, host, template_hash, reply.text, reply.server_model))
-        else:
-            judgement = Judgement(None, f"request failed: {reply.error}", "", reply.server_model, False)
-        for i in todo[key]:
-            results[i] = judgement
-    if cache is not None and to_store:
-        cache.put_many(to_store)
-    return [r for r in results if r is not None]
+    return ask(backend, cache, prompts, template_sha256(), parse_score_detail, advance)
 
 
 def summarize(judgements: Sequence[Judgement]) -> dict[str, Any]:
     """``judge_score`` (mean over valid scores only), ``judge_n``, ``judge_failures`` and ``judge_failure_rate``."""
-    scores = [j.score for j in judgements if j.score is not None]
+    scores = [j.value for j in judgements if j.value is not None]
     failures = len(judgements) - len(scores)
     return {
         "judge_score": sum(scores) / len(scores) if scores else None,

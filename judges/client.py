@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
-import random
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from medbench.endpoint import PLACEHOLDER_KEY, Fatal, Retryable, backoff_delay, parse_chat_body, translate_openai_error
 from medbench.errors import UsageError
-from medbench.models.openai_compat import PLACEHOLDER_KEY, _parse_retry_after, _redact_url, error_detail
+from medbench.judges.core import JudgeReply
+from medbench.provenance import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -115,27 +115,6 @@ class JudgeConfig:
         return preset is not None and self.resolved_base_url == preset["base_url"].rstrip("/")
 
 
-@dataclass(frozen=True)
-class JudgeReply:
-    """One prompt's outcome. ``ok=False``: ``error`` says why and ``text`` is None — it is not an answer."""
-
-    ok: bool
-    text: str | None = None
-    server_model: str | None = None
-    error: str | None = None
-    attempts: int = 0
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    pass
-
-
 class JudgeClient:
     """Sends judge prompts to an OpenAI-compatible endpoint; see the module docstring."""
 
@@ -146,13 +125,13 @@ class JudgeClient:
         self.base_url = config.resolved_base_url
         self.model = config.resolved_model
         self.api_key_env = config.resolved_key_env
-        self.endpoint = _redact_url(self.base_url) + "/chat/completions"
+        self.endpoint = redact_url(self.base_url) + "/chat/completions"
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if not key:
             if config.uses_preset_endpoint:
                 raise UsageError(
                     f"judge {config.name}: the environment variable {self.api_key_env} is not set or empty "
-                    f"(the key for {_redact_url(self.base_url)} is read from the environment only)"
+                    f"(the key for {redact_url(self.base_url)} is read from the environment only)"
                 )
             if config.api_key_env:
                 raise UsageError(f"judge {config.name}: api_key_env={config.api_key_env} is not set or empty")
@@ -165,12 +144,18 @@ class JudgeClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.config.name!r}, model={self.model!r}, base_url={self.endpoint!r})"
 
+    @property
+    def cache_scope(self) -> str:
+        """The endpoint's host: part of every judge-cache key."""
+        return self.config.host
+
     def describe(self) -> dict[str, Any]:
         """What a run record may say about the judge (never the key; the key variable's name only)."""
         return {
+            "backend": "openai-compatible",
             "name": self.config.name,
             "model": self.model,
-            "base_url": _redact_url(self.base_url),
+            "base_url": redact_url(self.base_url),
             "api_key_env": self.api_key_env or None,
             "temperature": self.temperature,
             "concurrency": self.config.concurrency,
@@ -219,12 +204,6 @@ class JudgeClient:
             text = text.replace(self._secret, "***")
         return text
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        cfg = self.config
-        if retry_after is not None:
-            return retry_after + random.uniform(0.0, min(cfg.backoff_base, 1.0))
-        return min(cfg.backoff_max, cfg.backoff_base * (2**attempt)) * random.uniform(0.5, 1.0)
-
     async def _complete(self, client: Any, prompt: str) -> JudgeReply:
         payload = {
             "model": self.model,
@@ -238,15 +217,15 @@ class JudgeClient:
             try:
                 text, served = await self._attempt(client, payload)
                 return JudgeReply(ok=True, text=text, server_model=served, attempts=attempt + 1)
-            except _Fatal as exc:
+            except Fatal as exc:
                 reason = f"{self.endpoint} rejected the request: {exc}"
                 log.warning("judge %s: %s", self.config.name, reason)
                 return JudgeReply(ok=False, error=reason, attempts=attempt + 1)
-            except _Retryable as exc:
+            except Retryable as exc:
                 last = str(exc)
                 if attempt + 1 >= attempts:
                     break
-                delay = self._delay(attempt, exc.retry_after)
+                delay = backoff_delay(attempt, exc.retry_after, self.config.backoff_base, self.config.backoff_max)
                 log.debug(
                     "judge %s: attempt %d/%d failed (%s); retrying in %.2fs",
                     self.config.name,
@@ -265,49 +244,20 @@ class JudgeClient:
         return JudgeReply(ok=False, error=reason, attempts=attempts)
 
     async def _attempt(self, client: Any, payload: dict[str, Any]) -> tuple[str, str | None]:
-        import openai
-
+        """One HTTP call: ``(text, server-reported model)``, or :class:`~medbench.endpoint.Retryable` /
+        :class:`~medbench.endpoint.Fatal`."""
         try:
             raw = await client.chat.completions.with_raw_response.create(**payload)
-        except openai.APITimeoutError:
-            raise _Retryable(f"timed out after {self.config.timeout:g}s") from None
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc.__context__
-            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            raise _Retryable(self._scrub(f"connection error ({detail})")) from None
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        return self._parse(raw.text)
-
-    def _status_error(self, exc: Any) -> Exception:
-        status = int(exc.status_code)
-        if status in (401, 403):
-            source = "no key (placeholder sent)" if self._key_is_placeholder else f"the key in ${self.api_key_env}"
-            return _Fatal(f"HTTP {status} (authentication/permission denied; sent {source})")
-        detail = self._scrub(error_detail(exc, _ERROR_DETAIL_CHARS))
-        if status in (408, 429) or status >= 500:
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(headers))
-        return _Fatal(f"HTTP {status}: {detail}")
-
-    def _parse(self, text: str) -> tuple[str, str | None]:
-        if not text.strip():
-            raise _Retryable("blank response body")
-        try:
-            body = json.loads(text)
-        except ValueError:
-            snippet = " ".join(text.split())[:120]
-            raise _Retryable(self._scrub(f"malformed response: not JSON ({snippet!r})")) from None
-        if not isinstance(body, dict):
-            raise _Retryable("malformed response: body is not a JSON object")
-        choices = body.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise _Retryable("malformed response: no choices")
-        message = choices[0].get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
-            raise _Retryable(f"malformed response: choices[0].message.content is {type(content).__name__}")
-        if not content.strip():
-            raise _Retryable("blank completion (empty message content)")
-        served = body.get("model")
-        return content, served if isinstance(served, str) and served else None
+        except Exception as exc:
+            translated = translate_openai_error(
+                exc,
+                timeout=self.config.timeout,
+                scrub=self._scrub,
+                key_is_placeholder=self._key_is_placeholder,
+                key_env=self.api_key_env,
+                detail_chars=_ERROR_DETAIL_CHARS,
+            )
+            if translated is None:
+                raise
+            raise translated from None
+        return parse_chat_body(raw.text, self._scrub, allow_blank=False)

@@ -30,32 +30,28 @@ prompt text, with ``max_tokens=request.max_new_tokens``.
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
 import io
 import json
 import logging
 import os
-import random
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
+from medbench.endpoint import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S  # re-exported (it used to live here)
+from medbench.endpoint import PLACEHOLDER_KEY, Fatal, Retryable, backoff_delay, parse_chat_body, translate_openai_error
+from medbench.endpoint import error_detail as error_detail  # re-exported (it used to live here)
 from medbench.errors import MedbenchError, UsageError
 from medbench.models.base import Model
+from medbench.provenance import redact_url
 from medbench.schema import Request
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-#: Sent when no key is configured: vLLM/SGLang without ``--api-key`` accept anything.
-PLACEHOLDER_KEY = "EMPTY"
-#: Upper bound on a server-requested ``Retry-After`` wait, so a bad header cannot stall a run for hours.
-MAX_RETRY_AFTER_S = 300.0
 _ERROR_DETAIL_CHARS = 500
 
 _KNOWN_OPTIONS = (
@@ -70,23 +66,6 @@ _KNOWN_OPTIONS = (
 )
 
 
-def error_detail(exc: Any, limit: int) -> str:
-    """The server's error message from an openai ``APIStatusError`` (else its body text), whitespace-collapsed and
-    cut to ``limit`` characters. Callers scrub secrets from it."""
-    body = getattr(exc, "body", None)
-    message: Any = None
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        message = error.get("message") if isinstance(error, dict) else error
-    if message is None:
-        try:
-            message = exc.response.text
-        except Exception:
-            message = body
-    text = " ".join(str(message or "(empty body)").split())
-    return text[:limit] + "..." if len(text) > limit else text
-
-
 class EndpointError(MedbenchError):
     """A request to an OpenAI-compatible endpoint failed for good (after retries, or non-retryable)."""
 
@@ -98,60 +77,8 @@ class EndpointError(MedbenchError):
         self.status = status
 
 
-class _Retryable(Exception):
-    """One failed attempt that is worth retrying; ``retry_after`` is the server's requested wait, if any."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    """One failed attempt that must not be retried."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class _Aborted(Exception):
     """Another request of the batch failed; this one stopped early."""
-
-
-def _redact_url(url: str) -> str:
-    """``url`` without user info and query string (either could carry a credential)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable base_url>"
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-
-
-def _parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date), else None."""
-    if not headers:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return min(max(float(raw_ms) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def _int_option(options: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
@@ -215,7 +142,7 @@ class OpenAICompatModel(Model):
 
         self.base_url = str(options.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self.base_url = self.base_url.rstrip("/")
-        self.endpoint = _redact_url(self.base_url) + "/chat/completions"
+        self.endpoint = redact_url(self.base_url) + "/chat/completions"
         key_env = options.get("api_key_env")
         self.api_key_env = str(key_env or DEFAULT_KEY_ENV)
         key = os.environ.get(self.api_key_env)
@@ -253,7 +180,7 @@ class OpenAICompatModel(Model):
         return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, base_url={_redact_url(self.base_url)!r})"
+        return f"{type(self).__name__}(name={self.name!r}, base_url={redact_url(self.base_url)!r})"
 
     # --- the contract -------------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
@@ -262,7 +189,7 @@ class OpenAICompatModel(Model):
             "name": self.name,
             "class": type(self).__qualname__,
             "model": self.model,
-            "base_url": _redact_url(self.base_url),
+            "base_url": redact_url(self.base_url),
             "temperature": self.temperature,
             "seed": self.seed,
             "image_encoding": "png-data-url",
@@ -344,11 +271,6 @@ class OpenAICompatModel(Model):
             payload["seed"] = self.seed
         return payload
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after + random.uniform(0.0, min(self.backoff_base, 1.0))
-        return min(self.backoff_max, self.backoff_base * (2**attempt)) * random.uniform(0.5, 1.0)
-
     def _complete(self, request: Request, abort: threading.Event) -> str:
         payload = self._payload(request)
         attempts = self.max_retries + 1
@@ -358,17 +280,17 @@ class OpenAICompatModel(Model):
                 raise _Aborted()
             try:
                 return self._attempt(payload)
-            except _Fatal as exc:
+            except Fatal as exc:
                 raise EndpointError(
                     f"{self.name}: sample {request.sample_id}: {self.endpoint} rejected the request: {exc}",
                     sample_id=request.sample_id,
                     status=exc.status,
                 ) from None
-            except _Retryable as exc:
+            except Retryable as exc:
                 last = str(exc)
                 if attempt + 1 >= attempts:
                     break
-                delay = self._delay(attempt, exc.retry_after)
+                delay = backoff_delay(attempt, exc.retry_after, self.backoff_base, self.backoff_max)
                 log.debug(
                     "%s: sample %s: attempt %d/%d failed (%s); retrying in %.2fs",
                     self.name,
@@ -393,49 +315,24 @@ class OpenAICompatModel(Model):
         )
 
     def _attempt(self, payload: dict[str, Any]) -> str:
-        """One HTTP call: the completion text, or :class:`_Retryable` / :class:`_Fatal`."""
-        import openai
-
+        """One HTTP call: the completion text, or :class:`~medbench.endpoint.Retryable` /
+        :class:`~medbench.endpoint.Fatal`."""
         try:
             raw = self._client.chat.completions.with_raw_response.create(**payload)
-        except openai.APITimeoutError:
-            raise _Retryable(f"timed out after {self.timeout:g}s") from None
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc.__context__
-            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            raise _Retryable(self._scrub(f"connection error ({detail})")) from None
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        return self._parse(raw.text)
-
-    def _status_error(self, exc: Any) -> Exception:
-        status = int(exc.status_code)
-        if status in (401, 403):
-            source = "no key (placeholder sent)" if self._key_is_placeholder else f"the key in ${self.api_key_env}"
-            return _Fatal(f"HTTP {status} (authentication/permission denied; sent {source})", status)
-        detail = self._scrub(error_detail(exc, _ERROR_DETAIL_CHARS))
-        if status == 429 or status == 408 or status >= 500:
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(headers))
-        return _Fatal(f"HTTP {status}: {detail}", status)
-
-    def _parse(self, text: str) -> str:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            snippet = " ".join(text.split())[:120]
-            raise _Retryable(self._scrub(f"malformed response: not JSON ({snippet!r})")) from None
-        if not isinstance(body, dict):
-            raise _Retryable("malformed response: body is not a JSON object")
-        choices = body.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise _Retryable("malformed response: no choices")
-        message = choices[0].get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
-            raise _Retryable(f"malformed response: choices[0].message.content is {type(content).__name__}")
-        served = body.get("model")
-        if isinstance(served, str) and served:
+        except Exception as exc:
+            translated = translate_openai_error(
+                exc,
+                timeout=self.timeout,
+                scrub=self._scrub,
+                key_is_placeholder=self._key_is_placeholder,
+                key_env=self.api_key_env,
+                detail_chars=_ERROR_DETAIL_CHARS,
+            )
+            if translated is None:
+                raise
+            raise translated from None
+        content, served = parse_chat_body(raw.text, self._scrub, allow_blank=True)
+        if served is not None:
             with self._lock:
                 if served not in self._server_models:
                     self._server_models.append(served)

@@ -3,7 +3,8 @@
 VQA (per protocol): ``closed_accuracy`` and ``open_accuracy`` are means of the per-sample score over the
 protocol's closed/open samples, ``overall_accuracy`` the mean over all samples, plus any protocol extras.
 Captions (protocol key ``caption``): ``bleu`` (corpus, resampled at corpus level), ``bleu4_sentence``,
-``token_recall``, ``rouge1`` and ``bertscore_f1`` (when a BERTScore model is available).
+``token_recall``, ``rouge1`` and ``bertscore_f1`` (when a BERTScore model is available), and ``judge_score`` (1–5)
+with ``judge_failures`` / ``judge_failure_rate`` when an LLM judge ran (see :mod:`medbench.scoring.judged`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from medbench.scoring.caption import (
     bleu_from_statistics_batch,
     bleu_statistics,
     lexical_caption_scores,
+)
+from medbench.scoring.judged import (
+    CLINICAL,
+    agreement_report,
+    caption_judge_metrics,
+    equivalence_records,
+    failure_entries,
 )
 from medbench.scoring.parallel import map_chunks
 from medbench.scoring.protocols import Protocol, protocols
@@ -122,11 +130,14 @@ def _mean_metric(values: np.ndarray, options: ScoringOptions) -> dict[str, Any]:
 
 def _protocol_metrics(protocol: Protocol, rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> Metrics:
     closed = np.array([protocol.is_closed(str(r["reference"]), r.get("answer_type")) for r in rows], dtype=bool)
-    scores = np.array([float(r["scores"][protocol.name]) for r in rows], dtype=np.float64)
+    # None: the judge failed on a sample only it could decide (clinical with a judge) -- left out, not a zero.
+    raw = [r["scores"][protocol.name] for r in rows]
+    scores = np.array([np.nan if v is None else float(v) for v in raw], dtype=np.float64)
+    valid = ~np.isnan(scores)
     metrics = {
-        "closed_accuracy": _mean_metric(scores[closed], options),
-        "open_accuracy": _mean_metric(scores[~closed], options),
-        "overall_accuracy": _mean_metric(scores, options),
+        "closed_accuracy": _mean_metric(scores[closed & valid], options),
+        "open_accuracy": _mean_metric(scores[~closed & valid], options),
+        "overall_accuracy": _mean_metric(scores[valid], options),
     }
     for metric, (key, subset) in protocol.extra_metrics.items():
         mask = {"closed": closed, "open": ~closed, "all": np.ones_like(closed)}[subset]
@@ -136,8 +147,15 @@ def _protocol_metrics(protocol: Protocol, rows: Sequence[Mapping[str, Any]], opt
 
 
 def aggregate_vqa(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
-    """``{protocol: {closed_accuracy, open_accuracy, overall_accuracy, ...extras}}``."""
-    return {name: _protocol_metrics(p, rows, options) for name, p in protocols().items()}
+    """``{protocol: {closed_accuracy, open_accuracy, overall_accuracy, ...extras}}``; with judged rows,
+    ``clinical`` also gets ``judge_failures``, ``judge_failure_rate`` and ``judge_agreement_with_strict``."""
+    metrics = {name: _protocol_metrics(p, rows, options) for name, p in protocols().items()}
+    records = equivalence_records(rows)
+    if records and CLINICAL in metrics:
+        report = agreement_report(rows, options.resamples, options.seed)
+        metrics[CLINICAL] |= failure_entries(records)
+        metrics[CLINICAL]["judge_agreement_with_strict"] = report["agreement_with_strict"]
+    return metrics
 
 
 def subgroups_vqa(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Any]:
@@ -195,6 +213,7 @@ def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOption
     for name in CAPTION_METRICS[1:]:
         if rows and all(name in r["scores"] for r in rows):
             metrics[name] = _mean_metric(np.array([float(r["scores"][name]) for r in rows]), options)
+    metrics.update(caption_judge_metrics(rows, options.resamples, options.seed))
     return {CAPTION_PROTOCOL: metrics}
 
 

@@ -7,7 +7,6 @@ import json
 import logging
 import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
-from fake_openai_server import FakeOpenAIServer, Reply, _Handler
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_judge import GOOD, FakeJudgeServer, FakeOpenAIServer, Reply
 
 pytest.importorskip("openai")
 
@@ -35,55 +34,7 @@ from medbench.judges.client import JudgeClient, JudgeConfig, JudgeReply
 
 SECRET = "sk-judge-SECRET-0123456789abcdef"
 KEY_ENV = "MEDBENCH_TEST_JUDGE_KEY"
-GOOD = "Reasoning: both describe a right femur fracture.\nScore: 4"
 SEED = Path("/work/shared/seed/LLaMA32-Med.txt")
-
-
-# --- a fake judge: the fake OpenAI server, answering with scripted judge texts ------------------------------------
-class _JudgeHandler(_Handler):
-    fake: FakeJudgeServer
-
-    def _ok(self, payload: dict[str, Any], prompt: str) -> None:
-        body = {
-            "id": "chatcmpl-judge",
-            "object": "chat.completion",
-            "model": self.fake.served_model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.fake.answer_for(prompt)}}],
-        }
-        self._send(200, json.dumps(body).encode())
-
-
-class FakeJudgeServer(FakeOpenAIServer):
-    """:class:`FakeOpenAIServer` whose well-formed replies carry :meth:`answer`-ed texts (default :data:`GOOD`)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.answers: list[tuple[str, str]] = []
-        self.default_answer = GOOD
-
-    def answer(self, needle: str, content: str) -> None:
-        with self._lock:
-            self.answers.append((needle, content))
-
-    def answer_for(self, prompt: str) -> str:
-        with self._lock:
-            for needle, content in self.answers:
-                if needle in prompt:
-                    return content
-        return self.default_answer
-
-    def start(self) -> FakeJudgeServer:
-        from http.server import ThreadingHTTPServer
-
-        handler = type("Handler", (_JudgeHandler,), {"fake": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-judge", daemon=True
-        )
-        self._thread.start()
-        return self
 
 
 @pytest.fixture(autouse=True)
@@ -343,9 +294,9 @@ def test_judge_captions_records_failures_not_zeros(server: FakeJudgeServer) -> N
     judgements = judge_captions(client(server, max_retries=1), None, PAIRS)
     good, seven, three, failed = judgements
     assert good == Judgement(5, None, "Reasoning: ok\n**Score:** 5/5", "fake-served-model-v1", False)
-    assert seven.score is None and "outside 1-5" in (seven.failure_reason or "")
-    assert three.score is None and "not a number" in (three.failure_reason or "")
-    assert failed.score is None and (failed.failure_reason or "").startswith("request failed: ")
+    assert seven.value is None and "outside 1-5" in (seven.failure_reason or "")
+    assert three.value is None and "not a number" in (three.failure_reason or "")
+    assert failed.value is None and (failed.failure_reason or "").startswith("request failed: ")
     assert "HTTP 500" in (failed.failure_reason or "")
     summary = summarize(judgements)
     assert summary == {"judge_score": 5.0, "judge_n": 1, "judge_failures": 3, "judge_failure_rate": 0.75}
@@ -367,14 +318,14 @@ def test_rerun_makes_zero_calls_and_failures_are_retried(server: FakeJudgeServer
         assert server.calls == calls_after_first + 3
         assert [j.cached for j in second] == [True, False, False, False]
         assert second[0] == first[0]._replace(cached=True)
-        assert [j.score for j in second] == [5, 4, 4, 4]
+        assert [j.value for j in second] == [5, 4, 4, 4]
         assert cache.count() == 4
     # A rerun (new process: a reopened cache, even a new server on another port) makes zero calls.
     with FakeJudgeServer() as other, JudgeCache(path) as cache:
         third = judge_captions(client(other), cache, PAIRS)
         assert other.calls == 0
         assert all(j.cached for j in third)
-        assert [j.score for j in third] == [5, 4, 4, 4]
+        assert [j.value for j in third] == [5, 4, 4, 4]
         assert [j.server_model for j in third] == ["fake-served-model-v1"] * 4
         # Another judge model is a cache miss.
         judge_captions(client(other, model="another-judge"), cache, PAIRS[:1])
@@ -385,7 +336,7 @@ def test_rerun_makes_zero_calls_and_failures_are_retried(server: FakeJudgeServer
 def test_identical_prompts_are_asked_once(server: FakeJudgeServer) -> None:
     judgements = judge_captions(client(server), JudgeCache(None), [("gt", "same")] * 5 + [("gt", "other")])
     assert server.calls == 2
-    assert [j.score for j in judgements] == [4] * 6
+    assert [j.value for j in judgements] == [4] * 6
 
 
 def test_judgement_key_covers_model_host_template_and_prompt() -> None:

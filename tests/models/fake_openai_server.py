@@ -120,7 +120,7 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def start(self) -> FakeOpenAIServer:
-        handler = type("Handler", (_Handler,), {"fake": self})
+        handler = type("Handler", (self.handler_base(),), {"fake": self})
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
         self._httpd = httpd
@@ -137,6 +137,10 @@ class FakeOpenAIServer:
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler class (subclasses answer differently)."""
+        return _Handler
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()

@@ -1,0 +1,192 @@
+"""Judge throughput: 1,000 Appendix D caption judgements against a local OpenAI-compatible server that takes
+200 ms per request, through the real judge path (JudgeClient + judge cache + score parser).
+
+Rows printed:
+* naive: one request at a time (what a plain loop over ``client.chat.completions.create`` does), timed on the first
+  50 judgements and extrapolated to 1,000;
+* medbench at the default concurrency (16), then at 32 and 64;
+* the rerun at the default concurrency with the judge cache filled: it must make 0 calls.
+
+With 200 ms per request and C requests in flight, 1,000 judgements cannot take less than 1000 * 0.2 / C seconds
+(the "floor" column): 12.5 s at C=16, 6.25 s at C=32.
+
+Run: python benchmarks/judge_throughput.py [--n 1000] [--latency 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from medbench.judges.cache import JudgeCache
+from medbench.judges.caption import judge_captions
+from medbench.judges.client import JudgeClient, JudgeConfig
+from medbench.judges.runs import DEFAULT_CONCURRENCY
+
+
+class LatencyServer:
+    """``POST /v1/chat/completions`` answering every judge prompt after ``latency`` seconds with a score derived
+    from the prompt's hash; counts calls and the most requests in flight. It runs in its own process (as a real
+    server does), so it does not compete with the client for the GIL."""
+
+    def __init__(self, latency: float) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.latency = latency
+        self._calls = ctx.Value("i", 0)
+        self._in_flight = ctx.Value("i", 0)
+        self._peak = ctx.Value("i", 0)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._process = ctx.Process(target=self._httpd.serve_forever, daemon=True)
+        self._process.start()
+        self._httpd.socket.close()  # the child owns the listening socket now
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connections, as with a real server
+            disable_nagle_algorithm = True  # as uvicorn (vLLM, SGLang) does; else delayed ACKs add ~40 ms a reply
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with server._calls.get_lock():
+                    server._calls.value += 1
+                with server._in_flight.get_lock():
+                    server._in_flight.value += 1
+                    server._peak.value = max(server._peak.value, server._in_flight.value)
+                try:
+                    time.sleep(server.latency)
+                    prompt = body["messages"][0]["content"]
+                    score = 1 + int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5
+                    message = {"role": "assistant", "content": f"Reasoning: ok.\nScore: {score}"}
+                    reply = {"id": "bench", "object": "chat.completion", "model": "bench-judge"}
+                    data = json.dumps(reply | {"choices": [{"index": 0, "message": message}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                finally:
+                    with server._in_flight.get_lock():
+                        server._in_flight.value -= 1
+
+        return Handler
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @property
+    def calls(self) -> int:
+        return int(self._calls.value)
+
+    @property
+    def max_in_flight(self) -> int:
+        return int(self._peak.value)
+
+    def reset(self) -> None:
+        self._calls.value = 0
+        self._peak.value = 0
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.join(timeout=5)
+
+
+def pairs(n: int) -> list[tuple[str, str]]:
+    """``n`` distinct (ground truth, generated) caption pairs (no two prompts alike, so nothing is deduplicated)."""
+    sites = ["chest", "abdomen", "pelvis", "brain", "knee", "shoulder", "spine", "neck"]
+    kinds = ["CT", "MRI", "X-ray", "ultrasound"]
+    return [
+        (
+            f"Case {i}: axial {kinds[i % 4]} of the {sites[i % 8]} showing a {10 + i % 37} mm lesion.",
+            f"{kinds[(i + 1) % 4]} image of the {sites[(i + 3) % 8]}, lesion of about {8 + i % 41} mm (case {i}).",
+        )
+        for i in range(n)
+    ]
+
+
+def timed(
+    server: LatencyServer, concurrency: int, items: list[tuple[str, str]], cache: JudgeCache
+) -> tuple[float, int]:
+    server.reset()
+    client = JudgeClient(JudgeConfig("bench", base_url=server.base_url, model="bench-judge", concurrency=concurrency))
+    start = time.perf_counter()
+    judgements = judge_captions(client, cache, items)
+    elapsed = time.perf_counter() - start
+    failures = sum(1 for j in judgements if j.value is None)
+    if failures:
+        raise SystemExit(f"{failures} judgements failed; the benchmark needs a healthy server")
+    return elapsed, server.calls
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="judgements (default 1000)")
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per request (default 0.2)")
+    args = parser.parse_args()
+    items = pairs(args.n)
+    server = LatencyServer(args.latency)
+    rows: list[tuple[str, int, int, int, float, float | None]] = []
+    try:
+        timed(server, 1, pairs(1), JudgeCache(None))  # warm-up: the openai import and first connection are not timed
+        with tempfile.TemporaryDirectory() as tmp:
+            naive_n = min(50, args.n)
+            seconds, calls = timed(server, 1, items[:naive_n], JudgeCache(None))
+            rows.append(
+                (
+                    f"naive: 1 at a time ({naive_n}, extrapolated)",
+                    1,
+                    args.n,
+                    calls,
+                    seconds * args.n / naive_n,
+                    args.n * args.latency,
+                )
+            )
+            for concurrency in (DEFAULT_CONCURRENCY, 32, 64):
+                cache = JudgeCache(Path(tmp) / f"judge-{concurrency}.sqlite")
+                seconds, calls = timed(server, concurrency, items, cache)
+                label = "medbench (default)" if concurrency == DEFAULT_CONCURRENCY else "medbench"
+                rows.append((label, concurrency, args.n, calls, seconds, args.n * args.latency / concurrency))
+                if concurrency == DEFAULT_CONCURRENCY:
+                    peak = server.max_in_flight
+                    seconds, calls = timed(server, concurrency, items, cache)
+                    rows.append(("medbench rerun (judge cache)", concurrency, args.n, calls, seconds, None))
+                cache.close()
+    finally:
+        server.stop()
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}; "
+        f"server latency {args.latency * 1000:.0f} ms per request"
+    )
+    print(f"{'mode':44} {'conc':>5} {'judged':>7} {'calls':>6} {'wall s':>8} {'floor s':>8} {'per s':>8}")
+    for label, concurrency, n, calls, seconds, floor in rows:
+        floor_text = f"{floor:8.2f}" if floor is not None else f"{'-':>8}"
+        print(f"{label:44} {concurrency:5d} {n:7d} {calls:6d} {seconds:8.2f} {floor_text} {n / seconds:8.1f}")
+    default = next(r for r in rows if r[0] == "medbench (default)")
+    rerun = next(r for r in rows if r[0].startswith("medbench rerun"))
+    print(f"peak requests in flight at the default concurrency: {peak}")
+    print(
+        f"target <= 10 s at the default concurrency ({DEFAULT_CONCURRENCY}): {default[4]:.2f} s "
+        f"({'met' if default[4] <= 10 else 'missed'}; floor {default[5]:.2f} s); rerun calls: {rerun[3]} (target 0)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

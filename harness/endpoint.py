@@ -1,0 +1,176 @@
+"""What the OpenAI-compatible clients share: error classification, retry delays and response-body parsing.
+
+Two clients talk to OpenAI-compatible chat-completions endpoints — :class:`medbench.models.openai_compat.
+OpenAICompatModel` (threads; a request that fails for good raises) and :class:`medbench.judges.client.JudgeClient`
+(asyncio; a request that fails for good becomes a failure record). Each keeps its own retry loop; this module holds
+the pieces of one attempt that they have in common:
+
+* :class:`Retryable` / :class:`Fatal` — how one failed attempt is classified;
+* :func:`translate_openai_error` / :func:`status_error` — an ``openai`` exception turned into one of those
+  (401/403 fatal with a hint about which key was sent; 408, 429 and 5xx retryable with the server's
+  ``Retry-After``; any other 4xx fatal; timeouts and connection errors retryable);
+* :func:`backoff_delay` — exponential backoff with jitter, or the server's ``Retry-After`` plus a little jitter;
+* :func:`parse_chat_body` — the completion text and server-reported model from a raw response body.
+
+Every text that could reach an error message or a log line passes through the caller's ``scrub`` function, which
+removes the API key (a proxy may echo the ``Authorization`` header). The ``openai`` package is imported lazily.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: Sent when no key is configured: vLLM/SGLang without ``--api-key`` accept anything.
+PLACEHOLDER_KEY = "EMPTY"
+#: Upper bound on a server-requested ``Retry-After`` wait, so a bad header cannot stall a run for hours.
+MAX_RETRY_AFTER_S = 300.0
+
+Scrub = Callable[[str], str]
+
+
+class Retryable(Exception):
+    """One failed attempt that is worth retrying; ``retry_after`` is the server's requested wait, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Fatal(Exception):
+    """One failed attempt that must not be retried; ``status`` is the HTTP status, if there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_detail(exc: Any, limit: int) -> str:
+    """The server's error message from an openai ``APIStatusError`` (else its body text), whitespace-collapsed and
+    cut to ``limit`` characters. Callers scrub secrets from it."""
+    body = getattr(exc, "body", None)
+    message: Any = None
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        message = error.get("message") if isinstance(error, dict) else error
+    if message is None:
+        try:
+            message = exc.response.text
+        except Exception:
+            message = body
+    text = " ".join(str(message or "(empty body)").split())
+    return text[:limit] + "..." if len(text) > limit else text
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date), else None.
+
+    Negative waits become 0 and long ones :data:`MAX_RETRY_AFTER_S`."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return min(max(float(raw_ms) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (0-based).
+
+    With a server-requested ``retry_after``: that plus up to ``min(base, 1)`` s of jitter. Otherwise
+    ``min(cap, base * 2**attempt)`` scaled by a random factor in [0.5, 1]."""
+    if retry_after is not None:
+        return retry_after + random.uniform(0.0, min(base, 1.0))
+    return min(cap, base * (2**attempt)) * random.uniform(0.5, 1.0)
+
+
+def status_error(
+    exc: Any, *, key_is_placeholder: bool, key_env: str, scrub: Scrub, detail_chars: int
+) -> Retryable | Fatal:
+    """Classify an HTTP error response (an openai ``APIStatusError``, or anything with ``status_code`` and
+    optionally ``body`` / ``response``).
+
+    401/403 are fatal and say which key was sent (never the key itself); 408, 429 and 5xx are retryable and carry
+    the server's ``Retry-After``; any other status is fatal. The server's message is scrubbed and cut to
+    ``detail_chars`` characters."""
+    status = int(exc.status_code)
+    if status in (401, 403):
+        source = "no key (placeholder sent)" if key_is_placeholder else f"the key in ${key_env}"
+        return Fatal(f"HTTP {status} (authentication/permission denied; sent {source})", status)
+    detail = scrub(error_detail(exc, detail_chars))
+    if status in (408, 429) or status >= 500:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        return Retryable(f"HTTP {status}: {detail}", parse_retry_after(headers))
+    return Fatal(f"HTTP {status}: {detail}", status)
+
+
+def translate_openai_error(
+    exc: BaseException,
+    *,
+    timeout: float,
+    scrub: Scrub,
+    key_is_placeholder: bool,
+    key_env: str,
+    detail_chars: int,
+) -> Retryable | Fatal | None:
+    """The :class:`Retryable` / :class:`Fatal` for an exception raised by an ``openai`` client call, or None when
+    ``exc`` is none of ``APITimeoutError``, ``APIConnectionError`` and ``APIStatusError`` (the caller decides)."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):  # a subclass of APIConnectionError: test it first
+        return Retryable(f"timed out after {timeout:g}s")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        return Retryable(scrub(f"connection error ({detail})"))
+    if isinstance(exc, openai.APIStatusError):
+        return status_error(
+            exc, key_is_placeholder=key_is_placeholder, key_env=key_env, scrub=scrub, detail_chars=detail_chars
+        )
+    return None
+
+
+def parse_chat_body(text: str, scrub: Scrub, *, allow_blank: bool) -> tuple[str, str | None]:
+    """``(content, server-reported model or None)`` from a raw chat-completions response body.
+
+    Raises :class:`Retryable` when the body is not JSON, not an object, has no choices, or its
+    ``choices[0].message.content`` is not a string. With ``allow_blank=False`` a blank body and blank content are
+    retryable too."""
+    if not allow_blank and not text.strip():
+        raise Retryable("blank response body")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        snippet = " ".join(text.split())[:120]
+        raise Retryable(scrub(f"malformed response: not JSON ({snippet!r})")) from None
+    if not isinstance(body, dict):
+        raise Retryable("malformed response: body is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise Retryable("malformed response: no choices")
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise Retryable(f"malformed response: choices[0].message.content is {type(content).__name__}")
+    if not allow_blank and not content.strip():
+        raise Retryable("blank completion (empty message content)")
+    served = body.get("model")
+    return content, served if isinstance(served, str) and served else None
