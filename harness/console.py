@@ -131,17 +131,11 @@ def print_judge(results: dict[str, Any], console: Any) -> None:
     for header in ("model", "task", "judge_score", "n scored", "failures", "failure rate"):
         captions.add_column(header, justify="left" if header in ("model", "task") else "right")
     vqa = Table(title=f"Open-answer equivalence judge vs strict (judged open questions) · judge {served}")
-    for header in (
-        "model",
-        "task",
-        "judged",
-        "agree",
-        "κ",
-        "judge+ strict-",
-        "judge- strict+",
-        "failures",
-        "clinical open acc",
-    ):
+    vqa.caption = (
+        "agree: judge verdict = strict verdict; +judge: strict wrong, judge equivalent; -exact: strict right, judge "
+        "not equivalent (clinical keeps those right); clinical open: open accuracy with the judge (failures left out)"
+    )
+    for header in ("model", "task", "judged", "agree %", "κ", "+judge", "-exact", "failed", "clinical open %"):
         vqa.add_column(header, justify="left" if header in ("model", "task") else "right")
     for model, per_task in results["metrics"].items():
         for task, metrics in per_task.items():
@@ -164,7 +158,7 @@ def print_judge(results: dict[str, Any], console: Any) -> None:
                     model,
                     task,
                     str(report["judged"]),
-                    fmt_metric(agree).split("\n")[0] + ("%" if agree.get("value") is not None else ""),
+                    fmt_metric(agree).split("\n")[0],
                     "-" if kappa is None else f"{kappa:.2f}",
                     str(report["table"]["strict0_judge1"]),
                     str(report["table"]["strict1_judge0"]),

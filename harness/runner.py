@@ -295,6 +295,10 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         check_model_name(name)
     get_protocol(config.protocol)
     bertscore = choose_model(config.bertscore_model, config.bertscore_layers)
+    cache_path = None if config.no_cache else (config.cache or default_cache_path())
+    # The judge is set up before any work, so a missing key or model stops the run at once. Rank 0 judges the
+    # merged rows of a distributed run.
+    judging = Judging.start(config, cache_path) if world().is_main else None
     out_dir = config.output
     job = world()
     save = write_json_atomic if job.is_main else _skip_write  # only rank 0 writes the run directory
@@ -335,9 +339,8 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "metrics": {},
         "subgroups": {},
     }
-    cache = PredictionCache(None if config.no_cache else (config.cache or default_cache_path()))
+    cache = PredictionCache(cache_path)
     run_info["cache"] = str(cache.path) if cache.path else None
-    judging = Judging.start(config, cache.path) if job.is_main else None  # rank 0 judges the merged rows
     if judging is not None:
         results["judge"] = run_info["judge"] = judging.describe()
         results["scoring"]["protocols"]["clinical"] += (
@@ -365,6 +368,11 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
             results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
             if task_data.task.kind == "vqa" and scoring.subgroup_fields:
                 results["subgroups"][model_name][name] = subgroups_vqa(rows, scoring)
+            if judging is not None:
+                # What the server says it ran (an alias like deepseek-chat moves between model versions).
+                seen = {r["judge"].get("server_model") for r in rows if "judge" in r} - {None}
+                judge_info = results["judge"]  # the same dict as run_info["judge"]
+                judge_info["server_models"] = sorted(set(judge_info.get("server_models", [])) | seen)
             if judging is not None and task_data.task.kind == "vqa":
                 report = agreement_report(rows, config.resamples, config.seed)
                 results["judge_agreement"].setdefault(model_name, {})[name] = report

@@ -80,6 +80,7 @@ def test_caption_judge_score_with_ci_and_a_rerun_makes_zero_judge_calls(tmp_path
     judge = first["judge"]
     assert (judge["name"], judge["model"], judge["backend"]) == ("deepseek", "deepseek-chat", "openai-compatible")
     assert judge["base_url"] == server.base_url and judge["temperature"] == 0.0
+    assert judge["server_models"] == ["fake-served-model-v1"]
     assert len(judge["templates"]["caption"]["sha256"]) == 64
     row = rows(tmp_path, "a", "rocov2")[0]
     assert row["judge"]["kind"] == "caption_score" and row["judge"]["score"] == 5
