@@ -106,6 +106,14 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             for m, per in counts.items()
         )
         err.print(f"judgements requested (r) / from cache (c) / failed (f): {judged}")
+        failed = sum(c.get("judge_failures", 0) for per in counts.values() for c in per.values())
+        asked = sum(c.get("judged", 0) for per in counts.values() for c in per.values())
+        if failed:
+            err.print(
+                f"[bold yellow]warning[/]: {failed} of {asked} judgements failed after retries or could not be "
+                "parsed. They are left out of judge_score and clinical (not counted as 0); each prediction row's "
+                "judge.failure says why. A rerun asks only those again (the rest is cached)."
+            )
     err.print(
         f"results: {output / 'results.json'}\npredictions: {output / 'predictions'}/\nrun record: {output / 'run.json'}"
     )

@@ -89,7 +89,7 @@ def test_caption_judge_score_with_ci_and_a_rerun_makes_zero_judge_calls(tmp_path
     assert rows(tmp_path, "b", "rocov2")[0]["judge"]["cached"] is True
 
 
-def test_judge_failures_are_counted_and_excluded_not_zeros(tmp_path: Path) -> None:
+def test_judge_failures_are_counted_and_excluded_not_zeros(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeJudgeServer() as server:
         server.on_prompt("ROCOv2_2023_test_000002.", Reply.error(500, retry_after="0"))
         server.answer("ROCOv2_2023_test_000003.", "Reasoning: great\nScore: 9")
@@ -106,6 +106,7 @@ def test_judge_failures_are_counted_and_excluded_not_zeros(tmp_path: Path) -> No
         assert "outside 1-5" in failures["3"] and "no 'Score:' line" in failures["4"]
         assert failures["1"] is None and failures["5"] is None
         assert results["counts"]["scripted"]["rocov2"]["judge_failures"] == 3
+        assert "warning: 3 of 6 judgements failed" in " ".join(capsys.readouterr().err.split())
         # Failures are not cached: once the judge behaves, only they are asked again.
         server._rules.clear()
         server.answers.clear()
