@@ -23,6 +23,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 #: Sent when no key is configured: vLLM/SGLang without ``--api-key`` accept anything.
@@ -146,6 +147,29 @@ def translate_openai_error(
             exc, key_is_placeholder=key_is_placeholder, key_env=key_env, scrub=scrub, detail_chars=detail_chars
         )
     return None
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    """What classifying a client's failed call needs to know about that client (never the key itself)."""
+
+    timeout: float
+    scrub: Scrub
+    key_is_placeholder: bool
+    key_env: str
+    detail_chars: int
+
+    def translate(self, exc: BaseException) -> BaseException:
+        """:func:`translate_openai_error` for this client; ``exc`` itself when it is not an ``openai`` error."""
+        translated = translate_openai_error(
+            exc,
+            timeout=self.timeout,
+            scrub=self.scrub,
+            key_is_placeholder=self.key_is_placeholder,
+            key_env=self.key_env,
+            detail_chars=self.detail_chars,
+        )
+        return exc if translated is None else translated
 
 
 def parse_chat_body(text: str, scrub: Scrub, *, allow_blank: bool) -> tuple[str, str | None]:

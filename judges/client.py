@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from medbench.endpoint import PLACEHOLDER_KEY, Fatal, Retryable, backoff_delay, parse_chat_body, translate_openai_error
+from medbench.endpoint import PLACEHOLDER_KEY, ErrorContext, Fatal, Retryable, backoff_delay, parse_chat_body
 from medbench.errors import UsageError
 from medbench.judges.core import JudgeReply
 from medbench.provenance import redact_url
@@ -140,6 +140,9 @@ class JudgeClient:
         # Kept only to build the HTTP client and to scrub it out of any text that could reach an error or a log.
         self._secret: str | None = None if self._key_is_placeholder else key
         self._key = key
+        self._errors = ErrorContext(
+            config.timeout, self._scrub, self._key_is_placeholder, self.api_key_env, _ERROR_DETAIL_CHARS
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.config.name!r}, model={self.model!r}, base_url={self.endpoint!r})"
@@ -249,15 +252,5 @@ class JudgeClient:
         try:
             raw = await client.chat.completions.with_raw_response.create(**payload)
         except Exception as exc:
-            translated = translate_openai_error(
-                exc,
-                timeout=self.config.timeout,
-                scrub=self._scrub,
-                key_is_placeholder=self._key_is_placeholder,
-                key_env=self.api_key_env,
-                detail_chars=_ERROR_DETAIL_CHARS,
-            )
-            if translated is None:
-                raise
-            raise translated from None
+            raise self._errors.translate(exc) from None
         return parse_chat_body(raw.text, self._scrub, allow_blank=False)

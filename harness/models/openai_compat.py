@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
 from medbench.endpoint import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S  # re-exported (it used to live here)
-from medbench.endpoint import PLACEHOLDER_KEY, Fatal, Retryable, backoff_delay, parse_chat_body, translate_openai_error
+from medbench.endpoint import PLACEHOLDER_KEY, ErrorContext, Fatal, Retryable, backoff_delay, parse_chat_body
 from medbench.endpoint import error_detail as error_detail  # re-exported (it used to live here)
 from medbench.errors import MedbenchError, UsageError
 from medbench.models.base import Model
@@ -168,6 +168,9 @@ class OpenAICompatModel(Model):
         self._client = self._make_client(key)
         # Kept only to scrub it out of any text that could reach an error message or a log line.
         self._secret = None if self._key_is_placeholder else key
+        self._errors = ErrorContext(
+            self.timeout, self._scrub, self._key_is_placeholder, self.api_key_env, _ERROR_DETAIL_CHARS
+        )
 
     def _make_client(self, key: str) -> Any:
         try:
@@ -320,17 +323,7 @@ class OpenAICompatModel(Model):
         try:
             raw = self._client.chat.completions.with_raw_response.create(**payload)
         except Exception as exc:
-            translated = translate_openai_error(
-                exc,
-                timeout=self.timeout,
-                scrub=self._scrub,
-                key_is_placeholder=self._key_is_placeholder,
-                key_env=self.api_key_env,
-                detail_chars=_ERROR_DETAIL_CHARS,
-            )
-            if translated is None:
-                raise
-            raise translated from None
+            raise self._errors.translate(exc) from None
         content, served = parse_chat_body(raw.text, self._scrub, allow_blank=True)
         if served is not None:
             with self._lock:
