@@ -13,7 +13,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,13 +61,33 @@ def open_sqlite(path: Path | None, schema: str) -> sqlite3.Connection:
     ``schema`` applied. Shared by the prediction and judgement caches."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=60)
+    db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=_BUSY_TIMEOUT_S)
     if path is not None:
-        db.execute("PRAGMA journal_mode=WAL")
+        _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
         db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(schema)
+    _retry_locked(lambda: db.execute(schema))
     db.commit()
     return db
+
+
+_BUSY_TIMEOUT_S = 60.0
+
+
+def _retry_locked(statement: Callable[[], Any]) -> None:
+    """Run ``statement``, retrying while the file is locked. Switching a new file to WAL needs an exclusive lock
+    and SQLite reports "database is locked" at once instead of waiting for it, so several processes opening the
+    same new cache together (the ranks of a torchrun job) would fail without this."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def rows_for_keys(db: sqlite3.Connection, select: str, keys: Sequence[str]) -> list[tuple[Any, ...]]:
