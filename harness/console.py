@@ -110,12 +110,10 @@ def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
         console.print(table)
 
 
-def _judge_cell(entry: dict[str, Any] | None, failures: dict[str, Any] | None) -> str:
-    if not entry:
-        return "-"
+def _judge_cell(entry: dict[str, Any]) -> str:
+    """A 1–5 judge score with its CI (not a percentage, unlike :func:`fmt_metric`)."""
     value, ci = entry.get("value"), entry.get("ci95")
-    text = "-" if value is None else f"{value:.2f}" + (f"\n{ci[0]:.2f}–{ci[1]:.2f}" if ci else "")
-    return text + (f"\n{failures['value']} failed" if failures and failures.get("value") else "")
+    return "-" if value is None else f"{value:.2f}" + (f"\n{ci[0]:.2f}–{ci[1]:.2f}" if ci else "")
 
 
 def print_judge(results: dict[str, Any], console: Any) -> None:
@@ -145,7 +143,7 @@ def print_judge(results: dict[str, Any], console: Any) -> None:
                 captions.add_row(
                     model,
                     task,
-                    _judge_cell(m["judge_score"], None),
+                    _judge_cell(m["judge_score"]),
                     str(m["judge_score"]["n"]),
                     str(m["judge_failures"]["value"]),
                     f"{100 * rate:.1f}%",

@@ -73,13 +73,9 @@ class Judgement(NamedTuple):
         }
 
 
+@lru_cache(maxsize=8)
 def template_text(name: str) -> str:
     """The source of ``templates/<name>`` shipped with the package."""
-    return _template_text(name)
-
-
-@lru_cache(maxsize=8)
-def _template_text(name: str) -> str:
     return resources.files("medbench.judges").joinpath("templates", name).read_text(encoding="utf-8")
 
 

@@ -110,36 +110,34 @@ class LocalJudge:
         texts = [self._render(p) for p in prompts]
         lengths = [len(self._tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        replies: list[JudgeReply | None] = [None] * len(texts)
+        replies: dict[int, JudgeReply] = {}
         start, size = 0, self.batch_size
         while start < len(order):
             chunk = order[start : start + size]
+            failure = None
             try:
-                outputs = self._generate([texts[i] for i in chunk])
+                outputs: list[str | None] = list(self._generate([texts[i] for i in chunk]))
             except Exception as exc:
                 if _is_oom(exc) and size > 1:
                     size = max(1, size // 2)
                     log.warning("local judge: out of memory; retrying with batch size %d", size)
                     self._free_memory()
                     continue
-                reason = f"local judge {self.model}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                log.warning("%s", reason)
+                failure = f"local judge {self.model}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                log.warning("%s", failure)
                 outputs = [None] * len(chunk)
-                for i in chunk:
-                    replies[i] = JudgeReply(ok=False, error=reason, server_model=self.model, attempts=1)
             for i, text in zip(chunk, outputs, strict=True):
                 if text is None:
-                    continue
-                if text.strip():
+                    replies[i] = JudgeReply(ok=False, error=failure, server_model=self.model, attempts=1)
+                elif text.strip():
                     replies[i] = JudgeReply(ok=True, text=text, server_model=self.model, attempts=1)
                 else:
-                    replies[i] = JudgeReply(
-                        ok=False, error="blank completion (the model generated no text)", server_model=self.model
-                    )
+                    error = "blank completion (the model generated no text)"
+                    replies[i] = JudgeReply(ok=False, error=error, server_model=self.model, attempts=1)
             start += len(chunk)
-        return [r if r is not None else JudgeReply(ok=False, error="not generated") for r in replies]
+        return [replies[i] for i in range(len(texts))]
 
-    def _generate(self, texts: list[str]) -> list[str | None]:
+    def _generate(self, texts: list[str]) -> list[str]:
         import torch
 
         # Chat templates already carry the BOS token; plain prompts get the tokenizer's special tokens.

@@ -40,9 +40,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
-from medbench.endpoint import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S  # re-exported (it used to live here)
 from medbench.endpoint import PLACEHOLDER_KEY, ErrorContext, Fatal, Retryable, backoff_delay, parse_chat_body
-from medbench.endpoint import error_detail as error_detail  # re-exported (it used to live here)
 from medbench.errors import MedbenchError, UsageError
 from medbench.models.base import Model
 from medbench.provenance import redact_url
