@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -100,37 +100,62 @@ def rows_for_keys(db: sqlite3.Connection, select: str, keys: Sequence[str]) -> l
     return rows
 
 
-class PredictionCache:
-    """Outputs by key. ``PredictionCache(None)`` keeps them in memory only (``--no-cache``)."""
+_Store = TypeVar("_Store", bound="SqliteTable")
+
+
+class SqliteTable:
+    """One keyed table in a cache file (SQLite, WAL), or in memory for ``path=None``. Subclasses name the table,
+    its schema and the columns they store (``key`` first); each store call is one committed transaction. Shared by
+    the prediction cache and the judgement cache, which can live in the same file."""
+
+    table: ClassVar[str]
+    schema: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._db = open_sqlite(path, _SCHEMA)
+        self._db = open_sqlite(path, self.schema)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        """Cached outputs for the keys that have one."""
-        return {key: output for key, output in rows_for_keys(self._db, "SELECT key, output FROM predictions", keys)}
+    def _select(self, columns: str, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        """``(key, *columns)`` rows for the keys that have one."""
+        return rows_for_keys(self._db, f"SELECT key, {columns} FROM {self.table}", keys)
 
-    def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str]]) -> None:
-        """Store ``(key, model, fingerprint, task, sample_id, output)`` rows and commit (one batch)."""
+    def _store(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert or replace rows of :attr:`columns` (plus a ``created`` time) and commit."""
         now = time.time()
+        names = ", ".join((*self.columns, "created"))
+        marks = ", ".join("?" * (len(self.columns) + 1))
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO predictions (key, model, fingerprint, task, sample_id, output, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*row, now) for row in rows],
+                f"INSERT OR REPLACE INTO {self.table} ({names}) VALUES ({marks})", [(*row, now) for row in rows]
             )
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> PredictionCache:
+    def __enter__(self: _Store) -> _Store:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class PredictionCache(SqliteTable):
+    """Outputs by key. ``PredictionCache(None)`` keeps them in memory only (``--no-cache``)."""
+
+    table = "predictions"
+    schema = _SCHEMA
+    columns = ("key", "model", "fingerprint", "task", "sample_id", "output")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """Cached outputs for the keys that have one."""
+        return {key: output for key, output in self._select("output", keys)}
+
+    def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str]]) -> None:
+        """Store ``(key, model, fingerprint, task, sample_id, output)`` rows and commit (one batch)."""
+        self._store(rows)

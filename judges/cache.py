@@ -9,13 +9,10 @@ be parsed, is not cached and is asked again on the next run. The table can live 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
-from medbench.cache import open_sqlite, rows_for_keys
+from medbench.cache import SqliteTable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgements (
@@ -41,39 +38,18 @@ class CachedReply(NamedTuple):
     server_model: str | None
 
 
-class JudgeCache:
+class JudgeCache(SqliteTable):
     """Judge replies by key. ``JudgeCache(None)`` keeps them in memory only."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._db = open_sqlite(path, _SCHEMA)
+    table = "judgements"
+    schema = _SCHEMA
+    columns = ("key", "judge_model", "host", "template_sha256", "raw_text", "server_model")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedReply]:
         """Cached replies for the keys that have one."""
-        rows = rows_for_keys(self._db, "SELECT key, raw_text, server_model FROM judgements", keys)
+        rows = self._select("raw_text, server_model", keys)
         return {key: CachedReply(raw_text, server_model) for key, raw_text, server_model in rows}
 
     def put_many(self, rows: Iterable[tuple[str, str, str, str, str, str | None]]) -> None:
         """Store ``(key, judge_model, host, template_sha256, raw_text, server_model)`` rows and commit."""
-        now = time.time()
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO judgements "
-                "(key, judge_model, host, template_sha256, raw_text, server_model, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*row, now) for row in rows],
-            )
-
-    def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM judgements").fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> JudgeCache:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        self._store(rows)
