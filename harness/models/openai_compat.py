@@ -38,7 +38,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from medbench.endpoint import PLACEHOLDER_KEY, ErrorContext, Fatal, Retryable, backoff_delay, parse_chat_body
 from medbench.errors import MedbenchError, UsageError
@@ -79,27 +79,20 @@ class _Aborted(Exception):
     """Another request of the batch failed; this one stopped early."""
 
 
-def _int_option(options: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _number_option(options: Mapping[str, Any], key: str, default: _N, minimum: _N) -> _N:
+    """``options[key]`` as the type of ``default`` (int or float), at least ``minimum``; ``default`` when absent."""
     value = options.get(key)
     if value is None:
         return default
+    kind = type(default)
     try:
-        number = int(str(value).strip())
+        number = kind(str(value).strip())
     except ValueError:
-        raise UsageError(f"openai model option {key}={value!r}: expected an integer") from None
-    if number < minimum:
-        raise UsageError(f"openai model option {key}={value!r}: must be at least {minimum}")
-    return number
-
-
-def _float_option(options: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise UsageError(f"openai model option {key}={value!r}: expected a number") from None
+        expected = "an integer" if kind is int else "a number"
+        raise UsageError(f"openai model option {key}={value!r}: expected {expected}") from None
     if not number >= minimum:  # also rejects NaN
         raise UsageError(f"openai model option {key}={value!r}: must be at least {minimum}")
     return number
@@ -151,14 +144,14 @@ class OpenAICompatModel(Model):
                 )
             key = PLACEHOLDER_KEY
         self._key_is_placeholder = key == PLACEHOLDER_KEY
-        self.concurrency = _int_option(options, "concurrency", 8, 1)
-        self.timeout = _float_option(options, "timeout", 120.0, 0.001)
-        self.max_retries = _int_option(options, "max_retries", 5, 0)
-        self.backoff_base = _float_option(options, "backoff_base", 1.0, 0.0)
-        self.backoff_max = _float_option(options, "backoff_max", 60.0, 0.0)
+        self.concurrency = _number_option(options, "concurrency", 8, 1)
+        self.timeout = _number_option(options, "timeout", 120.0, 0.001)
+        self.max_retries = _number_option(options, "max_retries", 5, 0)
+        self.backoff_base = _number_option(options, "backoff_base", 1.0, 0.0)
+        self.backoff_max = _number_option(options, "backoff_max", 60.0, 0.0)
         self.seed: int | None = None
         if options.get("seed") is not None:
-            self.seed = _int_option(options, "seed", 0, -(2**63))
+            self.seed = _number_option(options, "seed", 0, -(2**63))
 
         self._lock = threading.Lock()
         self._server_models: list[str] = []
