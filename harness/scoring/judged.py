@@ -65,9 +65,7 @@ def failure_entries(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
 def caption_judge_metrics(rows: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, dict[str, Any]]:
     """``judge_score`` (mean 1–5 score over valid judgements, percentile-bootstrap CI) plus the failure entries;
     empty when no row was judged."""
-    records = [
-        r["judge"] for r in rows if isinstance(r.get("judge"), Mapping) and r["judge"].get("kind") == CAPTION_KIND
-    ]
+    records = [r["judge"] for r in _judged_rows(rows, CAPTION_KIND)]
     if not records:
         return {}
     scores = np.array([float(r["score"]) for r in records if r.get("score") is not None], dtype=np.float64)
@@ -76,10 +74,13 @@ def caption_judge_metrics(rows: Sequence[Mapping[str, Any]], resamples: int, see
     return {"judge_score": entry, **failure_entries(records)}
 
 
+def _judged_rows(rows: Sequence[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    """The rows carrying a judge record of ``kind``."""
+    return [r for r in rows if isinstance(r.get("judge"), Mapping) and r["judge"].get("kind") == kind]
+
+
 def equivalence_records(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [
-        r["judge"] for r in rows if isinstance(r.get("judge"), Mapping) and r["judge"].get("kind") == EQUIVALENCE_KIND
-    ]
+    return [r["judge"] for r in _judged_rows(rows, EQUIVALENCE_KIND)]
 
 
 def _kappa(table: np.ndarray) -> float | None:
@@ -106,7 +107,7 @@ def agreement_report(
     ``clinical_added_by_table`` / ``clinical_added_by_judge`` count the open answers ``clinical`` accepts and
     ``strict`` rejects, by the synonym table and by the judge.
     """
-    judged = [r for r in rows if isinstance(r.get("judge"), Mapping) and r["judge"].get("kind") == EQUIVALENCE_KIND]
+    judged = _judged_rows(rows, EQUIVALENCE_KIND)
     with_verdict = [r for r in judged if r["judge"].get("equivalent") is not None]
     strict_ok = np.array([float(r["scores"][strict]) == 1.0 for r in with_verdict], dtype=bool)
     judge_ok = np.array([bool(r["judge"]["equivalent"]) for r in with_verdict], dtype=bool)
