@@ -23,7 +23,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Sent when no key is configured: vLLM/SGLang without ``--api-key`` accept anything.
@@ -151,13 +151,18 @@ def translate_openai_error(
 
 @dataclass(frozen=True)
 class ErrorContext:
-    """What classifying a client's failed call needs to know about that client (never the key itself)."""
+    """What classifying a client's failed calls needs: its timeout, its key (kept only to scrub it out of any
+    text that could reach an error or a log; ``None`` when the placeholder was sent; never in ``repr``), the key
+    variable's name and how much of a server's error message to keep."""
 
     timeout: float
-    scrub: Scrub
-    key_is_placeholder: bool
+    secret: str | None = field(repr=False)
     key_env: str
     detail_chars: int
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the key replaced by ``***``."""
+        return text.replace(self.secret, "***") if self.secret else text
 
     def translate(self, exc: BaseException) -> BaseException:
         """:func:`translate_openai_error` for this client; ``exc`` itself when it is not an ``openai`` error."""
@@ -165,7 +170,7 @@ class ErrorContext:
             exc,
             timeout=self.timeout,
             scrub=self.scrub,
-            key_is_placeholder=self.key_is_placeholder,
+            key_is_placeholder=self.secret is None,
             key_env=self.key_env,
             detail_chars=self.detail_chars,
         )

@@ -136,12 +136,10 @@ class JudgeClient:
             if config.api_key_env:
                 raise UsageError(f"judge {config.name}: api_key_env={config.api_key_env} is not set or empty")
             key = PLACEHOLDER_KEY  # a local server (vLLM/SGLang without --api-key) accepts anything
-        self._key_is_placeholder = key == PLACEHOLDER_KEY
         # Kept only to build the HTTP client and to scrub it out of any text that could reach an error or a log.
-        self._secret: str | None = None if self._key_is_placeholder else key
         self._key = key
         self._errors = ErrorContext(
-            config.timeout, self._scrub, self._key_is_placeholder, self.api_key_env, _ERROR_DETAIL_CHARS
+            config.timeout, None if key == PLACEHOLDER_KEY else key, self.api_key_env, _ERROR_DETAIL_CHARS
         )
 
     def __repr__(self) -> str:
@@ -202,11 +200,6 @@ class JudgeClient:
         # The library's own retries are off: this client retries (with Retry-After and jitter) itself.
         return openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, timeout=self.config.timeout, max_retries=0)
 
-    def _scrub(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return text
-
     async def _complete(self, client: Any, prompt: str) -> JudgeReply:
         payload = {
             "model": self.model,
@@ -239,7 +232,7 @@ class JudgeClient:
                 )
                 await asyncio.sleep(delay)
             except Exception as exc:  # anything else from the client library: not retried, still named
-                reason = f"{self.endpoint}: unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
+                reason = f"{self.endpoint}: unexpected {type(exc).__name__}: {self._errors.scrub(str(exc))}"
                 log.warning("judge %s: %s", self.config.name, reason)
                 return JudgeReply(ok=False, error=reason, attempts=attempt + 1)
         reason = f"{self.endpoint} failed after {attempts} attempt(s); last error: {last}"
@@ -253,4 +246,4 @@ class JudgeClient:
             raw = await client.chat.completions.with_raw_response.create(**payload)
         except Exception as exc:
             raise self._errors.translate(exc) from None
-        return parse_chat_body(raw.text, self._scrub, allow_blank=False)
+        return parse_chat_body(raw.text, self._errors.scrub, allow_blank=False)

@@ -143,7 +143,6 @@ class OpenAICompatModel(Model):
                     f"{name}: api_key_env={self.api_key_env} names an environment variable that is not set or empty"
                 )
             key = PLACEHOLDER_KEY
-        self._key_is_placeholder = key == PLACEHOLDER_KEY
         self.concurrency = _number_option(options, "concurrency", 8, 1)
         self.timeout = _number_option(options, "timeout", 120.0, 0.001)
         self.max_retries = _number_option(options, "max_retries", 5, 0)
@@ -157,10 +156,9 @@ class OpenAICompatModel(Model):
         self._server_models: list[str] = []
         self._max_tokens: dict[str, list[int]] = {}
         self._client = self._make_client(key)
-        # Kept only to scrub it out of any text that could reach an error message or a log line.
-        self._secret = None if self._key_is_placeholder else key
+        # The key is kept here only to scrub it out of any text that could reach an error message or a log.
         self._errors = ErrorContext(
-            self.timeout, self._scrub, self._key_is_placeholder, self.api_key_env, _ERROR_DETAIL_CHARS
+            self.timeout, None if key == PLACEHOLDER_KEY else key, self.api_key_env, _ERROR_DETAIL_CHARS
         )
 
     def _make_client(self, key: str) -> Any:
@@ -241,11 +239,6 @@ class OpenAICompatModel(Model):
         return [o if o is not None else "" for o in outputs]
 
     # --- one request ----------------------------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return text
-
     def _payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
@@ -299,7 +292,7 @@ class OpenAICompatModel(Model):
             except Exception as exc:  # anything else from the client library: not retried, but still named
                 raise EndpointError(
                     f"{self.name}: sample {request.sample_id}: {self.endpoint}: unexpected "
-                    f"{type(exc).__name__}: {self._scrub(str(exc))}",
+                    f"{type(exc).__name__}: {self._errors.scrub(str(exc))}",
                     sample_id=request.sample_id,
                 ) from None
         raise EndpointError(
@@ -315,7 +308,7 @@ class OpenAICompatModel(Model):
             raw = self._client.chat.completions.with_raw_response.create(**payload)
         except Exception as exc:
             raise self._errors.translate(exc) from None
-        content, served = parse_chat_body(raw.text, self._scrub, allow_blank=True)
+        content, served = parse_chat_body(raw.text, self._errors.scrub, allow_blank=True)
         if served is not None:
             with self._lock:
                 if served not in self._server_models:
