@@ -8,8 +8,10 @@ Run from the repository root::
     pip install pydicom==3.0.2 pydicom-data==1.0.0 scikit-image==0.26.0 pillow numpy
     python scripts/build_demo_data.py
 
-Everything is deterministic: the script deletes and rewrites ``tasks/demo/{slake,vqa_rad,pathvqa,rocov2}/`` (it never
-touches ``NOTICE.md``) and prints a sha256 for every file it wrote. JPEG bytes depend on Pillow's bundled libjpeg;
+The splits of each task share no (image, question) pair (ROCOv2: no image; PathVQA: no test question at all), and
+``check_disjoint_splits`` refuses to write a set that breaks this. Everything is deterministic: the script deletes
+and rewrites ``tasks/demo/{slake,vqa_rad,pathvqa,rocov2}/`` (it never touches ``NOTICE.md``) and prints a sha256 for
+every file it wrote. JPEG bytes depend on Pillow's bundled libjpeg;
 the committed files were made with Pillow 13.0.0 (libjpeg-turbo 3.2.0) and numpy 2.4.
 """
 
@@ -72,7 +74,8 @@ IMAGES = {
     "chest_cr": lambda: fit(dicom_gray("RG1_UNCI.dcm")),
     # NEMA WG04 RG3: CR lower leg AP, "Non-ossifying fibroma of distal tibia", 1760x1760.
     "tibia_cr_distal": lambda: fit(dicom_gray("RG3_UNCI.dcm", crop=(640, 1760, 300, 1420))),
-    "tibia_cr_leg": lambda: fit(dicom_gray("RG3_UNCI.dcm", crop=(0, 1760, 380, 1380))),
+    # The tibial and fibular shafts above the distal crop: rows 0-640 (the two crops share no pixels).
+    "tibia_cr_shaft": lambda: fit(dicom_gray("RG3_UNCI.dcm", crop=(0, 640, 380, 1380))),
     # NEMA WG04 MR2: shoulder, T1W spin echo, oblique coronal, 1024x1024.
     "shoulder_mr": lambda: fit(dicom_gray("MR2_UNCI.dcm")),
     # NEMA WG04 CT1 (downsized to 128x128 by pydicom): contrast CT, axial, thoracic vertebra and aorta. HU window.
@@ -80,7 +83,6 @@ IMAGES = {
     # NEMA WG04 MR1 (downsized to 64x64 by pydicom): axial T2 (TR 4000 / TE 240) MR. The file's own window.
     "head_mr": lambda: fit(dicom_gray("MR_small.dcm", window=(600, 1600))),
     # NEMA WG04 US1: power Doppler of a lymph node, two panels; crops leave out the burned-in text.
-    "lymph_us": lambda: fit(dicom_rgb("US1_UNCR.dcm", (50, 105, 590, 340))),
     "lymph_us_left": lambda: fit(dicom_rgb("US1_UNCR.dcm", (60, 110, 318, 330))),
     "lymph_us_right": lambda: fit(dicom_rgb("US1_UNCR.dcm", (318, 110, 576, 330))),
     # NEMA WG04 NM1 (edited by pydicom): whole-body bone scan, 1024x256; gamma 0.7 display.
@@ -124,25 +126,25 @@ SLAKE_IMAGES = {
 }
 # split | img_id | q_lang | question | answer | answer_type | content_type
 SLAKE = table("""
-train|0|en|What modality is used to take this image?|X-Ray|OPEN|Modality
+train|0|en|What is the main organ in this image?|Lung|OPEN|Organ
 train|0|en|Which part of the body does this image belong to?|Chest|OPEN|Position
 train|0|en|Is this image abnormal?|Yes|CLOSED|Abnormality
 train|0|en|How many lungs are shown in this image?|2|OPEN|Quantity
 train|0|en|What is the shape of the lesions in the lungs?|Round|OPEN|Shape
 train|1|en|What modality is used to take this image?|CT|OPEN|Modality
-train|1|en|What is the scanning plane of this image?|Transverse Plane|OPEN|Plane
+train|1|en|Was a contrast agent used for this scan?|Yes|CLOSED|Modality
 train|1|en|Does the picture contain lung?|Yes|CLOSED|Organ
 train|1|en|Which side of the body is the aorta on?|Left|OPEN|Position
 train|1|en|What bone is shown in the center of the image?|Vertebra|OPEN|Organ
-train|2|en|What modality is used to take this image?|MRI|OPEN|Modality
-train|2|en|Which part of the body does this image belong to?|Shoulder|OPEN|Position
+train|2|en|What is the weighting of this MRI?|T1|OPEN|Modality
+train|2|en|Which joint is shown in this image?|Shoulder|OPEN|Position
 train|2|en|What is the scanning plane of this image?|Coronal Plane|OPEN|Plane
 train|2|en|Is this a CT or an MRI?|MRI|CLOSED|Modality
 train|2|en|Does the picture contain humerus?|Yes|CLOSED|Organ
 train|3|en|What modality is used to take this image?|MRI|OPEN|Modality
 train|3|en|Is this a T1 weighted image?|No|CLOSED|Modality
 train|3|en|What is the scanning plane of this image?|Transverse Plane|OPEN|Plane
-train|4|en|What modality is used to take this image?|X-Ray|OPEN|Modality
+train|4|en|Is this an MRI?|No|CLOSED|Modality
 train|4|en|Which bone contains the lesion?|Tibia|OPEN|Abnormality
 train|4|en|Is this image abnormal?|Yes|CLOSED|Abnormality
 train|4|en|Where is the lesion located in the tibia?|Distal|OPEN|Position
@@ -156,7 +158,7 @@ train|4|zh|这张图片异常吗？|是|CLOSED|Abnormality
 validate|0|en|What is the scanning plane of this image?|Coronal Plane|OPEN|Plane
 validate|1|en|Which part of the body does this image belong to?|Chest|OPEN|Position
 validate|2|en|Is this a T1 weighted image?|Yes|CLOSED|Modality
-validate|3|en|Is this a CT or an MRI?|MRI|CLOSED|Modality
+validate|3|en|Is this an MRI?|Yes|CLOSED|Modality
 validate|4|en|Which leg is shown in this image?|Right|OPEN|Position
 test|0|en|What modality is used to take this image?|X-Ray|OPEN|Modality
 test|0|en|Are there nodules in the lungs?|Yes|CLOSED|Abnormality
@@ -190,7 +192,7 @@ VQARAD_IMAGES = {
 # and shares its qid_linked_id; that row's question_rephrase holds the paraphrase.
 VQARAD = table("""
 freeform|synpic90001.jpg|Is this a PA film?|Yes|CLOSED|PLANE
-freeform|synpic90001.jpg|What imaging modality was used?|X-ray|OPEN|MODALITY
+freeform|synpic90001.jpg|What kind of image is this?|X-ray|OPEN|MODALITY
 para|synpic90001.jpg|What type of imaging is this?|X-ray|OPEN|MODALITY
 freeform|synpic90001.jpg|Is there evidence of lung nodules?|Yes|CLOSED|PRES
 para|synpic90001.jpg|Are there nodules in the lungs?|Yes|CLOSED|PRES
@@ -198,21 +200,21 @@ freeform|synpic90001.jpg|Are the lesions in one or both lungs?|Both|CLOSED|POS
 freeform|synpic90001.jpg|What is the shape of the lung lesions?|Round|OPEN|ATTRIB
 freeform|synpic90001.jpg|Are there multiple lesions?|Yes|CLOSED|COUNT
 freeform|synpic90001.jpg|Which organ is abnormal?|Lungs|OPEN|ORGAN
-freeform|synpic90001.jpg|Is this image normal?|No|CLOSED|ABN
-freeform|synpic90002.jpg|What imaging modality was used?|CT|OPEN|MODALITY
-freeform|synpic90002.jpg|In what plane is this image taken?|Axial|OPEN|PLANE
+freeform|synpic90001.jpg|Is this image abnormal?|Yes|CLOSED|ABN
+freeform|synpic90002.jpg|What kind of image is this?|CT|OPEN|MODALITY
+freeform|synpic90002.jpg|What imaging plane is depicted?|Axial|OPEN|PLANE
 para|synpic90002.jpg|Which plane is this image in?|Axial|OPEN|PLANE
 freeform|synpic90002.jpg|Was IV contrast given?|Yes|CLOSED|MODALITY
 freeform|synpic90002.jpg|Is the aorta on the left or right?|Left|CLOSED|POS
 freeform|synpic90002.jpg|What bone is in the center of the image?|Vertebra|OPEN|ORGAN
 freeform|synpic90002.jpg|Are the lungs visible in this image?|Yes|CLOSED|PRES
 freeform|synpic90002.jpg|Is this an MRI?|No|CLOSED|MODALITY
-freeform|synpic90003.jpg|What imaging modality was used?|MRI|OPEN|MODALITY
+freeform|synpic90003.jpg|What kind of image is this?|MRI|OPEN|MODALITY
 freeform|synpic90003.jpg|Is this a T2-weighted image?|Yes|CLOSED|MODALITY
 para|synpic90003.jpg|Is this image T2 weighted?|Yes|CLOSED|MODALITY
-freeform|synpic90003.jpg|Is this a T1-weighted image?|No|CLOSED|MODALITY
+freeform|synpic90003.jpg|Is this a CT scan?|No|CLOSED|MODALITY
 freeform|synpic90003.jpg|In what plane is this image taken?|Axial|OPEN|PLANE
-freeform|synpic90003.jpg|Is fluid bright or dark on this image?|Bright|CLOSED|ATTRIB
+freeform|synpic90003.jpg|Does fluid appear bright on this image?|Yes|CLOSED|ATTRIB
 test_freeform|synpic90001.jpg|What imaging modality was used?|X-ray|OPEN|MODALITY
 test_freeform|synpic90001.jpg|Is this image normal?|No|CLOSED|ABN
 test_freeform|synpic90001.jpg|Are the lung lesions round?|Yes|CLOSED|ATTRIB
@@ -237,34 +239,30 @@ val_0001=ihc_topright test_0001=ihc_gland test_0002=cell_crop test_0003=ihc_stro
 )
 # image | question | answer   (the split is the image name's prefix)
 PATHVQA = table("""
-train_0001|What type of staining is shown?|immunohistochemistry
-train_0001|What color is the positive staining?|brown
-train_0001|What is the counterstain?|hematoxylin
-train_0001|Are glands present?|yes
-train_0001|What organ is this tissue from?|colon
-train_0001|Is this hematoxylin and eosin staining?|no
-train_0001|What color are the nuclei?|blue
-train_0001|Is the epithelium stained brown?|yes
-train_0001|Is the stroma stained brown?|no
-train_0002|How many cells are shown?|one
-train_0002|Is the cell round?|yes
-train_0002|Is this a stained tissue section?|no
-train_0002|What is the shape of the cell?|round
-train_0002|Are glands present?|no
-train_0003|What type of staining is shown?|immunohistochemistry
-train_0003|What color is the positive staining?|brown
-train_0003|Is this epithelial tissue?|yes
-train_0003|What type of tissue is shown?|epithelium
-train_0004|What type of epithelium is shown?|columnar
-train_0004|Are the nuclei blue?|yes
-train_0004|Is there brown staining?|yes
-train_0004|What is the counterstain?|hematoxylin
+train_0001|Which chromogen gives the brown color?|dab
+train_0001|Are several glands present?|yes
+train_0001|Is the brown staining membranous?|yes
+train_0001|Is this colonic mucosa?|yes
+train_0001|What tissue lies between the glands?|stroma
+train_0001|Is the staining confined to the nuclei?|no
+train_0001|Is this an immunohistochemical stain?|yes
+train_0002|Is this a single cell?|yes
+train_0002|What is the cell suspended in?|saline
+train_0002|Is this a quantitative phase image?|yes
+train_0002|Are there many cells?|no
+train_0002|Is the cell stained brown?|no
+train_0003|What type of epithelium is shown?|columnar
+train_0003|Are the cell membranes stained?|yes
+train_0003|What color is the epithelium?|brown
+train_0004|Are the nuclei elongated?|yes
+train_0004|Which stain colors the nuclei blue?|hematoxylin
 train_0004|Is this tissue from the colon?|yes
+train_0004|Is a lumen visible?|yes
 val_0001|Is a gland lumen visible?|yes
-val_0001|What color is the positive staining?|brown
-val_0001|What type of staining is shown?|immunohistochemistry
-val_0001|Is this hematoxylin and eosin staining?|no
+val_0001|Is this tissue stained with dab?|yes
 val_0001|Are the nuclei blue?|yes
+val_0001|Is there stroma at the edge of the image?|yes
+val_0001|What type of epithelium lines the gland?|columnar
 test_0001|What type of staining is shown?|immunohistochemistry
 test_0001|What color is the positive staining?|brown
 test_0001|Is this hematoxylin and eosin staining?|no
@@ -291,17 +289,9 @@ C0024204=Lymph node;C0262950=Skeletal bone;C0005682=Urinary Bladder""",
 )
 # split | image key | CUIs | caption.   IDs are ROCOv2_2023_<split>_<n:06d> in row order.
 ROCO = table("""
-train|chest_cr|C1306645;C0817096;C0024109;C0028259|PA chest radiograph showing multiple round opacities in both lungs.
-train|tibia_cr_distal|C1306645;C0023216;C0040184|Anteroposterior radiograph of the right lower leg showing a \
-well-defined lucent lesion of the distal tibia, consistent with a non-ossifying fibroma.
-train|shoulder_mr|C0024485;C1140618;C0037004;C0020164|Oblique coronal T1-weighted MR image of the shoulder.
-train|thorax_ct|C0040405;C0817096;C0037949;C0003483|Axial contrast-enhanced CT of a thoracic vertebra and the aorta.
 train|head_mr|C0024485;C0018670|Axial T2-weighted MR image of the head.
-train|lymph_us|C0041618;C0024204|Power Doppler ultrasound of a lymph node showing internal vascular flow.
-train|bone_nm|C0262950;C0005682|Whole-body bone scintigraphy with tracer uptake in the skeleton and urinary bladder.
-train|tibia_cr_leg|C1306645;C0023216;C0040184|Radiograph of the lower leg with a lucent lesion in the distal tibia.
-valid|chest_cr|C1306645;C0817096;C0024109;C0028259|PA chest X-ray demonstrating multiple bilateral pulmonary nodules.
-valid|thorax_ct|C0040405;C0817096;C0037949|Contrast-enhanced axial CT through the thorax at a thoracic vertebra.
+train|tibia_cr_shaft|C1306645;C0023216;C0040184|Anteroposterior radiograph of the right lower leg showing the tibial \
+and fibular shafts.
 valid|lymph_us_left|C0041618;C0024204|Power Doppler sonography of a lymph node demonstrating vascular flow.
 test|chest_cr|C1306645;C0817096;C0024109;C0028259|Chest X-ray (PA view) showing multiple round nodules in both lungs.
 test|tibia_cr_distal|C1306645;C0023216;C0040184|Radiograph of the distal tibia with a lucent non-ossifying fibroma.
@@ -385,7 +375,40 @@ def build_rocov2(root: Path) -> None:
     write(root / "cui_mapping.csv", to_csv(["CUI", "Canonical name"], [[c, CUI_NAMES[c]] for c in sorted(used)]))
 
 
+# --- Split hygiene -----------------------------------------------------------------------------------------------
+def question_key(question: str) -> str:
+    """Questions compared as the blind ``prior`` baseline compares them: lowercase words, no articles/punctuation."""
+    words = "".join(c if c.isalnum() else " " for c in question.lower()).split()
+    return " ".join(w for w in words if w not in ("a", "an", "the"))
+
+
+def check_disjoint_splits() -> None:
+    """No (image, question) pair in two splits of a task (ROCOv2: no image in two splits), so neither a model
+    trained on the demo train split nor the question-only ``prior`` baseline sees a test item in training.
+    PathVQA's images are all crops of two pictures, so there no test question may occur in train/val at all.
+    tests/tasks/test_demo_data.py checks the same on the written files."""
+    items: dict[str, list[tuple[str, str, str]]] = {
+        "slake": [(r[0], SLAKE_IMAGES[int(r[1])][0], r[3]) for r in SLAKE if r[2] == "en"],
+        "vqa_rad": [("test" if r[0].startswith("test") else "train", VQARAD_IMAGES[r[1]][0], r[2]) for r in VQARAD],
+        "pathvqa": [(r[0].split("_")[0], PATHVQA_IMAGES[r[0]], r[1]) for r in PATHVQA],
+        "rocov2": [(r[0], r[1], "") for r in ROCO],
+    }
+    for task, rows in items.items():
+        by_split: dict[str, set[tuple[str, str]]] = {}
+        for split, image, question in rows:
+            by_split.setdefault(split, set()).add((image, question_key(question)))
+        splits = sorted(by_split)
+        for i, a in enumerate(splits):
+            for b in splits[i + 1 :]:
+                shared = by_split[a] & by_split[b]
+                assert not shared, f"{task}: {a} and {b} share (image, question) {sorted(shared)}"
+    test_questions = {question_key(q) for i, q, _ in PATHVQA if i.startswith("test_")}
+    seen = sorted(test_questions & {question_key(q) for i, q, _ in PATHVQA if not i.startswith("test_")})
+    assert not seen, f"pathvqa: test questions also asked in train/val: {seen}"
+
+
 def main() -> None:
+    check_disjoint_splits()
     builders = {"slake": build_slake, "vqa_rad": build_vqa_rad, "pathvqa": build_pathvqa, "rocov2": build_rocov2}
     for task, build in builders.items():
         shutil.rmtree(OUT / task, ignore_errors=True)

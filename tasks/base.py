@@ -5,6 +5,7 @@ finding a dataset (``--data-dir`` / ``MEDBENCH_DATA``, the bundled demo set, or 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from medbench.errors import DataError, SampleError
 from medbench.schema import AnswerType, ImageRef, Sample, TaskKind
 from medbench.scoring.normalize import is_yes_no
+from medbench.tasks._readers import value_kind
 
 ClosedRule = Literal["yesno", "answer_type"]
 CLOSED_RULES: tuple[str, ...] = ("yesno", "answer_type")
@@ -59,7 +61,11 @@ class LoadOptions:
 
 @dataclass
 class Skipped:
-    """A sample that could not be used, with where it came from and why (never dropped silently)."""
+    """A sample that could not be used, with where it came from and why (never dropped silently).
+
+    ``where`` names the file and the row (``file[index]``, ``file:line``, ``file row n``); ``reason`` starts
+    with it and must not vary between runs (no object reprs or memory addresses).
+    """
 
     where: str
     reason: str
@@ -76,7 +82,11 @@ class LoadedSplit:
     samples: list[Sample]
     skipped: list[Skipped]
     layout: str
-    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 (or listing checksum)
+    files: dict[str, str] = field(default_factory=dict)  # relative path of an annotation/mirror file -> sha256
+    #: Audit notes, written into results.json. Every loader sets ``rows_read`` (rows in the annotation file or
+    #: mirror) and ``dropped`` (rows left out on purpose, by reason: other split, non-English, exact duplicate,
+    #: outside the paper subset), so that ``rows_read == len(samples) + len(skipped) + sum(dropped.values())``.
+    #: ``warnings`` (list of str), when present, are shown to the user.
     notes: dict[str, Any] = field(default_factory=dict)
 
     def checksum(self) -> str:
@@ -100,11 +110,34 @@ def decide_answer_type(reference: str, dataset_label: str | None, rule: ClosedRu
     return ("closed" if is_yes_no(reference) else "open"), rule == "answer_type"
 
 
+def _number_text(value: int | float) -> str:
+    """A number as the text a person would write: ``2`` -> "2", ``2.0`` -> "2", ``2.5`` -> "2.5".
+
+    VQA-RAD has a few integer answers (JSON ``4``, ``12``); LLaVA-Med's and MultiMedEval's loaders turn them
+    into "4" and "12" with ``str``. An integral float is written the same way, so an answer of 2 reads "2"
+    whichever way the file stored it.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def clean_text(value: Any, *, field_name: str, where: str) -> str:
-    """A non-empty stripped string from an annotation field, else a :class:`SampleError`."""
-    if value is None or (isinstance(value, float) and value != value):
+    """A non-empty stripped string from an annotation field, else a :class:`SampleError`.
+
+    Strings and numbers are accepted (numbers as :func:`_number_text`); a missing value, NaN, infinity, a
+    boolean, a list or an object is refused with a reason that names the type, never a Python repr.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         raise SampleError(f"{where}: {field_name} is missing; fix or remove this row", where=where)
-    text = str(value).strip()
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise SampleError(
+            f"{where}: {field_name} is {value_kind(value)}, expected text or a number; fix or remove this row",
+            where=where,
+        )
+    if isinstance(value, float) and math.isinf(value):
+        raise SampleError(f"{where}: {field_name} is an infinite number; fix or remove this row", where=where)
+    text = value.strip() if isinstance(value, str) else _number_text(value)
     if not text:
         raise SampleError(f"{where}: {field_name} is empty; fix or remove this row", where=where)
     return text
@@ -113,14 +146,12 @@ def clean_text(value: Any, *, field_name: str, where: str) -> str:
 def qid_record(record: dict[str, Any], seen: set[str], *, image_key: str, where: str) -> tuple[str, str, str, str]:
     """``(id, question, answer, image name)`` of an original-layout record keyed by ``qid`` (SLAKE, VQA-RAD).
 
-    Raises :class:`SampleError` for a missing or repeated qid and an empty question, answer or image name.
+    The id is the qid as text (VQA-RAD has one string qid, "0"); a missing, empty or non-scalar qid, a repeated
+    qid and an unusable question, answer or image name raise :class:`SampleError` (see :func:`clean_text`).
     """
-    qid = record.get("qid")
-    if qid is None:
-        raise SampleError(f"{where}: record has no qid")
-    sample_id = str(qid)
+    sample_id = clean_text(record.get("qid"), field_name="qid", where=where)
     if sample_id in seen:
-        raise SampleError(f"{where}: duplicate qid {sample_id}; only the first is used")
+        raise SampleError(f"{where}: duplicate qid {sample_id}; only the first is used", where=where)
     question = clean_text(record.get("question"), field_name="question", where=where)
     answer = clean_text(record.get("answer"), field_name="answer", where=where)
     image = clean_text(record.get(image_key), field_name=image_key, where=where)

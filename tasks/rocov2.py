@@ -19,7 +19,7 @@ from medbench.images import safe_join
 from medbench.registry import register_task
 from medbench.schema import ImageRef, Sample
 from medbench.tasks._readers import (
-    listing_checksum,
+    id_text,
     mirror_checksums,
     parquet_files,
     read_csv_rows,
@@ -69,82 +69,105 @@ Get it from Zenodo or `medbench data fetch --tasks rocov2` where the hub is reac
                 (
                     where,
                     {"ID": r.get("image_id"), "Caption": r.get("caption"), "cuis": r.get("cui") or []},
-                    image,
+                    image if digest is not None else None,  # a row without image bytes is skipped
                 )
-                for where, r, _digest, image in read_mirror_split(root, split, ["image_id", "caption", "cui"])
+                for where, r, digest, image in read_mirror_split(root, split, ["image_id", "caption", "cui"])
             ]
-            return self._build(rows, [], split, options, "hf-mirror", mirror_checksums(root, split))
+            return self._build(rows, [], split, options, "hf-mirror", mirror_checksums(root, split), {})
         name = _ORIGINAL_SPLIT[split]
         captions = root / f"{name}_captions.csv"
         if not captions.is_file():
             raise DataError(self.missing_data_message([f"{captions} (not found)", f"{root}/data/{split}-*.parquet"]))
         files = {captions.name: sha256_file(captions)}
+        notes: dict[str, Any] = {}
+        concepts = self._concepts(root / f"{name}_concepts.csv", files, notes)
         folder = root / name
-        if folder.is_dir():
-            files[f"{name}/"] = listing_checksum(folder)
-        concepts = self._concepts(root / f"{name}_concepts.csv", files)
-        original_rows: list[tuple[str, dict[str, Any], Any]] = []
+        original_rows: list[tuple[str, dict[str, Any], ImageRef | None]] = []
         errors: list[Skipped] = []
         for line, row in read_csv_rows(captions, ("ID", "Caption")):
             where = f"{captions}:{line}"
             if isinstance(row, str):
                 errors.append(Skipped(where, row))
                 continue
-            row_id = row["ID"].strip()
             try:
+                row_id = clean_text(row["ID"], field_name="ID", where=where)
                 ref = ImageRef("file", str(safe_join(folder, f"{row_id}.jpg", where=where)))
             except SampleError as exc:
-                errors.append(Skipped(where, str(exc), row_id or None))
+                errors.append(Skipped(where, str(exc), id_text(row["ID"])))
                 continue
-            original_rows.append((where, {**row, "cuis": concepts.get(row_id, [])}, ref))
-        return self._build(original_rows, errors, split, options, "original", files)
+            original_rows.append((where, {**row, "ID": row_id, "cuis": concepts.get(row_id, [])}, ref))
+        return self._build(original_rows, errors, split, options, "original", files, notes)
 
     @staticmethod
-    def _concepts(path: Path, files: dict[str, str]) -> dict[str, list[str]]:
+    def _concepts(path: Path, files: dict[str, str], notes: dict[str, Any]) -> dict[str, list[str]]:
+        """CUIs by image ID from ``*_concepts.csv`` (optional metadata); unreadable rows are listed in
+        ``notes["concepts"]`` and named in a warning, since their captions then carry no CUIs."""
         if not path.is_file():
             return {}
         files[path.name] = sha256_file(path)
         out: dict[str, list[str]] = {}
-        for _line, row in read_csv_rows(path, ("ID", "CUIs")):
-            if isinstance(row, dict):
+        problems: list[str] = []
+        rows = 0
+        for line, row in read_csv_rows(path, ("ID", "CUIs")):
+            rows += 1
+            if isinstance(row, str):
+                problems.append(row)
+            elif not row["ID"].strip():
+                problems.append(f"{path}:{line}: ID is empty")
+            else:
                 out[row["ID"].strip()] = [c.strip() for c in row["CUIs"].split(";") if c.strip()]
+        notes["concepts"] = {"file": path.name, "rows_read": rows, "rows_unusable": problems}
+        if problems:
+            notes.setdefault("warnings", []).append(
+                f"rocov2: {len(problems)} of {rows} rows of {path.name} could not be read, so those images have no "
+                f"CUIs (first: {problems[0]})"
+            )
         return out
 
     def _build(
         self,
-        rows: list[tuple[str, dict[str, Any], ImageRef]],
+        rows: list[tuple[str, dict[str, Any], ImageRef | None]],
         skipped: list[Skipped],
         split: str,
         options: LoadOptions,
         layout: str,
         files: dict[str, str],
+        notes: dict[str, Any],
     ) -> LoadedSplit:
-        notes: dict[str, Any] = {}
-        if split == "test" and not options.full:
-            ids = [str(r.get("ID") or "").strip() for _w, r, _i in rows]
-            chosen = set(paper_subset([i for i in ids if i]))
-            notes["subset"] = {
-                "size": len(chosen),
-                "of": len(rows),
-                "seed": SUBSET_SEED,
-                "ids": sorted(chosen),
-            }
-            rows = [row for row, i in zip(rows, ids, strict=True) if i in chosen]
-        samples: list[Sample] = []
+        """Samples from ``rows``; ``skipped`` already holds the rows the reader could not use (they count as
+        read). Rows without a usable ID or repeating an ID are skipped in every mode, before the paper subset is
+        drawn from the IDs that remain, so the subset only depends on which IDs the file has."""
+        rows_read = len(rows) + len(skipped)
+        candidates: list[tuple[str, str, dict[str, Any], ImageRef | None]] = []
         seen: set[str] = set()
         for where, record, image in rows:
             try:
                 sample_id = clean_text(record.get("ID"), field_name="ID", where=where)
-                caption = clean_text(record.get("Caption"), field_name="Caption", where=where)
                 if sample_id in seen:
-                    raise SampleError(f"{where}: duplicate ID {sample_id}; only the first is used")
+                    raise SampleError(f"{where}: duplicate ID {sample_id}; only the first is used", where=where)
+            except SampleError as exc:
+                skipped.append(Skipped(where, str(exc), id_text(record.get("ID"))))
+                continue
+            seen.add(sample_id)
+            candidates.append((sample_id, where, record, image))
+        dropped: dict[str, int] = {}
+        if split == "test" and not options.full:
+            chosen = set(paper_subset(sorted(seen)))
+            notes["subset"] = {"size": len(chosen), "of": len(seen), "seed": SUBSET_SEED, "ids": sorted(chosen)}
+            dropped["not_in_paper_subset"] = len(candidates) - len(chosen)
+            candidates = [c for c in candidates if c[0] in chosen]
+        samples: list[Sample] = []
+        for sample_id, where, record, image in candidates:
+            try:
+                caption = clean_text(record.get("Caption"), field_name="Caption", where=where)
+                if image is None:
+                    raise SampleError(f"{where}: row has no image bytes; re-download the dataset", where=where)
                 if image.kind == "file" and not Path(image.path).is_file():
                     raise SampleError(f"{where}: image {image.path} is missing; re-download the ROCOv2 images")
             except SampleError as exc:
-                skipped.append(Skipped(where, str(exc), record.get("ID") or None))
+                skipped.append(Skipped(where, str(exc), sample_id))
                 continue
-            seen.add(sample_id)
-            cuis = list(record.get("cuis") or [])
-            meta = {"split": split, "image_id": sample_id, "cuis": cuis}
+            meta = {"split": split, "image_id": sample_id, "cuis": list(record.get("cuis") or [])}
             samples.append(Sample(sample_id, self.name, image, None, caption, None, meta))
+        notes.update(rows_read=rows_read, dropped=dropped)
         return LoadedSplit(samples, skipped, layout, files, notes)

@@ -15,7 +15,7 @@ from medbench.errors import DataError, SampleError
 from medbench.images import safe_join, safe_member
 from medbench.registry import register_task
 from medbench.schema import ImageRef, Sample
-from medbench.tasks._readers import listing_checksum, read_json_records, sha256_file
+from medbench.tasks._readers import id_text, read_json_records, sha256_file, value_kind
 from medbench.tasks.base import (
     DataSource,
     HubMirror,
@@ -65,7 +65,6 @@ Get it from https://www.med-vqa.com/slake or the Hugging Face mirror BoKelvin/SL
         members: set[str] = set()
         if img_dir.is_dir():
             layout = "original"
-            files["imgs/"] = listing_checksum(img_dir)
         elif zip_path.is_file():
             layout = "hf-mirror (imgs.zip)"
             files["imgs.zip"] = sha256_file(zip_path)
@@ -81,17 +80,19 @@ Get it from https://www.med-vqa.com/slake or the Hugging Face mirror BoKelvin/SL
         for index, record in enumerate(records):
             where = f"{json_path}[{index}]"
             if not isinstance(record, dict):
-                skipped.append(Skipped(where, f"{where}: expected an object, found {type(record).__name__}"))
+                skipped.append(Skipped(where, f"{where}: expected an object, found {value_kind(record)}"))
                 continue
-            if record.get("q_lang", "en") != "en":
-                non_english += 1
+            language = record.get("q_lang", "en")
+            if isinstance(language, str) and language.strip() != "en":
+                non_english += 1  # SLAKE's Chinese half: the benchmark is English-only
                 continue
             try:
+                if not isinstance(language, str):
+                    raise SampleError(f"{where}: q_lang is {value_kind(language)}, expected text such as 'en'")
                 sample_id, question, answer, img_name = qid_record(record, seen, image_key="img_name", where=where)
                 image = self._image(img_name, img_dir, zip_path, members, where)
             except SampleError as exc:
-                qid = record.get("qid")
-                skipped.append(Skipped(where, str(exc), str(qid) if qid is not None else None))
+                skipped.append(Skipped(where, str(exc), id_text(record.get("qid"))))
                 continue
             seen.add(sample_id)
             samples.append(
@@ -112,7 +113,12 @@ Get it from https://www.med-vqa.com/slake or the Hugging Face mirror BoKelvin/SL
                     },
                 )
             )
-        notes = {"non_english_rows_excluded": non_english, "annotation_file": json_path.name}
+        notes = {
+            "rows_read": len(records),
+            "dropped": {"non_english": non_english},
+            "non_english_rows_excluded": non_english,
+            "annotation_file": json_path.name,
+        }
         return LoadedSplit(samples, skipped, layout, files, notes)
 
     @staticmethod

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medbench import filehash
+
 
 def image_bytes(seed: int, fmt: str = "JPEG", size: int = 24) -> bytes:
     """A small random RGB image, encoded."""
@@ -33,12 +35,14 @@ def write_image(path: Path, seed: int) -> Path:
     return path
 
 
-def write_mirror_parquet(path: Path, columns: dict[str, list[Any]], images: list[tuple[str, bytes]]) -> Path:
-    """A Hugging Face mirror shard: ``datasets`` with an ``Image`` feature, as the mirrors were built."""
+def write_mirror_parquet(path: Path, columns: dict[str, list[Any]], images: list[tuple[str, bytes | None]]) -> Path:
+    """A Hugging Face mirror shard: ``datasets`` with an ``Image`` feature, as the mirrors were built.
+
+    An image given as None is written as an empty (null) cell, a row without image bytes."""
     import datasets
 
     data = dict(columns)
-    data["image"] = [{"bytes": b, "path": name} for name, b in images]
+    data["image"] = [None if b is None else {"bytes": b, "path": name} for name, b in images]
     features = {k: datasets.Value("string") for k in columns}
     if "cui" in columns:
         features["cui"] = datasets.Sequence(datasets.Value("string"))
@@ -296,3 +300,17 @@ def load_split(task: str, root: Path, split: str = "test", **options: Any) -> An
     from medbench.tasks.base import DataSource, LoadOptions
 
     return get_task(task).load(DataSource("local", root), split, LoadOptions(**options))
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path whose content :mod:`medbench.filehash` reads, in order (tests of the digest cache)."""
+    seen: list[str] = []
+    real: Callable[[str], str] = filehash._hash_file
+
+    def counting(path: str) -> str:
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(filehash, "_hash_file", counting)
+    return seen

@@ -3,9 +3,10 @@ import pickle
 from pathlib import Path
 
 import pytest
-from conftest import build_pathvqa, load_split
+from conftest import build_pathvqa, image_bytes, load_split, write_mirror_parquet
 
 from medbench.errors import DataError
+from medbench.tasks._readers import mirror_text
 
 
 def test_original_layout_drops_duplicates_like_the_mirror(tmp_path: Path) -> None:
@@ -75,3 +76,34 @@ def test_missing_annotation_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "pvqa").mkdir()
     with pytest.raises(DataError, match=r"qas/\{train,val,test\}/\{split\}_qa\.pkl"):
         load_split("pathvqa", tmp_path / "pvqa")
+
+
+def test_rows_equal_only_after_lowercasing_are_kept_with_distinct_stable_ids(tmp_path: Path) -> None:
+    """Guards issue 9 item 6: the mirror drops exact duplicates only, so a row that differs from an earlier one
+    only in case or spacing is kept (the old loader dropped it as a duplicate). The mirror lowercases both into
+    equal rows; they are numbered by occurrence, so the ids agree across layouts."""
+    rows = [
+        {"image": "test_0001", "question": "What is present?", "answer": "neutrophils"},
+        {"image": "test_0001", "question": "What is  PRESENT ?", "answer": "Neutrophils"},
+        {"image": "test_0001", "question": "What is present?", "answer": "neutrophils"},  # exact duplicate
+        {"image": "test_0002", "question": "What is present?", "answer": "neutrophils"},
+    ]
+    root = build_pathvqa(tmp_path / "a")
+    (root / "qas" / "test" / "test_qa.pkl").write_bytes(pickle.dumps(rows))
+    original = load_split("pathvqa", root)
+    assert len(original.samples) == 3 and original.notes["dropped"] == {"exact_duplicates": 1}
+    assert original.notes["duplicate_rows"] == [
+        f"{root}/qas/test/test_qa.pkl[2] (same image, question and answer as {root}/qas/test/test_qa.pkl[0])"
+    ]
+    assert len({s.id for s in original.samples}) == 3
+
+    mirror_root = tmp_path / "b"
+    kept = [rows[0], rows[1], rows[3]]
+    write_mirror_parquet(
+        mirror_root / "data" / "test-00000-of-00001.parquet",
+        {key: [mirror_text(r[key]) for r in kept] for key in ("question", "answer")},
+        [(f"img_{i}.jpg", image_bytes({"test_0001": 4, "test_0002": 5}[r["image"]])) for i, r in enumerate(kept)],
+    )
+    mirror = load_split("pathvqa", mirror_root)
+    assert [s.id for s in mirror.samples] == [s.id for s in original.samples]
+    assert mirror.samples[0].question == mirror.samples[1].question == "what is present?"

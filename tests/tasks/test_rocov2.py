@@ -53,3 +53,24 @@ def test_malformed_csv_rows_and_traversal_are_skipped(tmp_path: Path) -> None:
     assert "test_captions.csv:4: malformed CSV row" in reasons[0]
     assert "escapes the data folder" in reasons[1]
     assert "Caption is empty" in reasons[2]
+
+
+def test_rows_without_an_id_are_skipped_in_the_subset_mode_too(tmp_path: Path) -> None:
+    """Guards issue 9 item 2: the subset was drawn from the non-empty IDs and then only the drawn rows were
+    checked, so a row with an empty ID vanished unless --full was given."""
+    root = build_rocov2(tmp_path / "rocov2", extra_test=SUBSET_SIZE + 5)
+    clean_subset = load_split("rocov2", root).notes["subset"]["ids"]
+    with (root / "test_captions.csv").open("a") as fh:
+        fh.write(",A caption without an ID\n")
+        fh.write("ROCOv2_2023_test_000001,A second caption for the first ID\n")
+    for full in (False, True):
+        split = load_split("rocov2", root, full=full)
+        reasons = [s.reason for s in split.skipped]
+        assert len(reasons) == 2, reasons
+        assert "test_captions.csv:1009: ID is empty" in reasons[0]
+        assert "test_captions.csv:1010: duplicate ID ROCOv2_2023_test_000001" in reasons[1]
+        dropped = sum(split.notes["dropped"].values())
+        assert split.notes["rows_read"] == SUBSET_SIZE + 9 == len(split.samples) + len(split.skipped) + dropped
+    subset = load_split("rocov2", root)
+    assert subset.notes["subset"]["ids"] == clean_subset  # bad rows do not move the paper subset
+    assert subset.notes["dropped"] == {"not_in_paper_subset": 7}

@@ -1,3 +1,5 @@
+import json
+import shutil
 from pathlib import Path
 
 from conftest import build_vqa_rad, load_split
@@ -42,8 +44,57 @@ def test_mirror_joined_with_original_recovers_labels(tmp_path: Path) -> None:
     root = build_vqa_rad(tmp_path / "vqa_rad", original=True, mirror=True)
     split = load_split("vqa_rad", root, closed_rule="answer_type")
     assert split.layout == "hf-mirror + original (joined)"
-    assert split.notes["join_with_original"] == {"matched": 3, "unmatched": 0}
+    join = split.notes["join_with_original"]
+    assert (join["matched"], join["unmatched"]) == (3, 0)
+    assert join["matched_by"] == {"image+question+answer": 3, "question+answer": 0}
+    assert split.notes["warnings"] == []
     assert [s.metadata["qid"] for s in split.samples] == ["4", "5", "6"]
     assert [s.metadata["question_type"] for s in split.samples] == ["ABN", "POS", "ORGAN"]
     assert [s.answer_type for s in split.samples] == ["closed", "closed", "open"]
     assert "VQA_RAD Dataset Public.json" in split.files
+
+
+def test_mirror_and_json_without_the_image_folder_join_on_question_and_answer(tmp_path: Path) -> None:
+    """Guards issue 9 item 7: without the original images the join recovered no label and the layout was
+    still called "joined"; now rows are joined on (question, answer) and a warning says so."""
+    root = build_vqa_rad(tmp_path / "vqa_rad", original=True, mirror=True)
+    shutil.rmtree(root / "VQA_RAD Image Folder")
+    split = load_split("vqa_rad", root, closed_rule="answer_type")
+    join = split.notes["join_with_original"]
+    assert join["matched_by"] == {"image+question+answer": 0, "question+answer": 3} and join["unmatched"] == 0
+    assert split.layout == "hf-mirror + original (joined)"
+    assert [s.answer_type for s in split.samples] == ["closed", "closed", "open"]
+    assert [s.metadata["qid"] for s in split.samples] == ["4", "5", "6"]
+    assert len(split.notes["warnings"]) == 1 and "by question and answer text only" in split.notes["warnings"][0]
+
+
+def test_question_answer_pairs_with_disagreeing_labels_are_not_guessed(tmp_path: Path) -> None:
+    root = build_vqa_rad(tmp_path / "vqa_rad", original=True, mirror=True)
+    shutil.rmtree(root / "VQA_RAD Image Folder")
+    records = json.loads((root / "VQA_RAD Dataset Public.json").read_text())
+    # A second test row asking qid 6's question with qid 6's answer, but about another organ.
+    records.append({**records[5], "qid": 7, "image_name": "synpic100.jpg", "image_organ": "CHEST"})
+    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(records))
+    split = load_split("vqa_rad", root, closed_rule="answer_type")
+    join = split.notes["join_with_original"]
+    assert (join["matched"], join["unmatched"]) == (2, 1)
+    assert list(join["unmatched_why"]) == [
+        "ambiguous: original rows with this question and answer disagree on answer_type/question_type/image_organ"
+    ]
+    assert join["unmatched_rows"][0].startswith("test-00000-of-00001-abc.parquet row 2: ambiguous")
+    unjoined = split.samples[2]
+    assert unjoined.metadata["qid"] is None and unjoined.metadata["closed_rule_fallback"] is True
+    assert any("1 of 3 mirror rows could not be joined" in w for w in split.notes["warnings"])
+
+
+def test_a_join_that_matches_nothing_is_not_called_joined(tmp_path: Path) -> None:
+    root = build_vqa_rad(tmp_path / "vqa_rad", original=True, mirror=True)
+    records = json.loads((root / "VQA_RAD Dataset Public.json").read_text())
+    for record in records:
+        record["question"] += " (reworded)"
+    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(records))
+    split = load_split("vqa_rad", root, closed_rule="answer_type")
+    assert split.layout == "hf-mirror"
+    assert split.notes["join_with_original"]["matched"] == 0
+    assert "none of its rows matched any of the 3 mirror rows" in split.notes["warnings"][0]
+    assert all(s.metadata["closed_rule_fallback"] for s in split.samples)
