@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from medbench import filehash
 from medbench.judges.core import JudgeReply
 from medbench.models import hf_families
 from medbench.models.hf import _is_oom, _torch_settings, parse_options
@@ -88,7 +89,7 @@ class LocalJudge:
             "name": "hf",
             "model": self.model,
             "revision": self.revision,
-            "weights_sha256": self._weights,
+            "weights_digest": {"algorithm": filehash.ALGORITHM, "value": self._weights},
             "architecture": type(self._lm).__name__,
             "chat_template": bool(getattr(self._tokenizer, "chat_template", None)),
             "temperature": self.temperature,

@@ -18,6 +18,9 @@ class Model(ABC):
     ``needs_training_data`` adapters (the blind baselines) get each task's training split through :meth:`fit`
     before generating; they never see the evaluated split's answers. ``uses_images`` tells the runner whether
     images have to be decoded for this model.
+
+    Creating an adapter should be cheap and check its configuration (so a run can create every model before any
+    data is loaded and stop at once on a bad one); heavy state is loaded on first use and freed by :meth:`release`.
     """
 
     needs_training_data: ClassVar[bool] = False
@@ -36,6 +39,10 @@ class Model(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[str]:
         """Raw outputs for ``requests``, one string each, in order."""
+
+    def release(self) -> None:  # noqa: B027 - optional hook
+        """Free what :meth:`generate` loaded (weights, GPU memory) once this model's work is done; a later
+        ``generate`` loads it again. Adapters that hold nothing heavy keep this no-op."""
 
     def describe(self) -> dict[str, Any]:
         """What identifies this model's outputs (weights, adapter, dtype, generation config)."""

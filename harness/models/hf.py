@@ -10,12 +10,16 @@ Every request gets the family's own chat template (user turn: the image, then th
 only the newly generated text back. Hub models are used from the local cache; when the hub is reachable a missing
 model is downloaded, otherwise a :class:`UsageError` says how to fetch it. torch, transformers and peft are imported
 only when a model is created.
+
+Creating a model checks everything that can be checked without its weights (options, model and adapter folders,
+model_type, weight files present, adapter base) and fingerprints the checkpoint by content; the weights are loaded
+on the first ``generate`` and dropped by ``release``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import gc
 import logging
 import os
 import re
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from medbench import filehash
 from medbench.errors import UsageError
 from medbench.models import hf_families
 from medbench.models.base import Model
@@ -122,6 +127,9 @@ class HFModel(Model):
     uses_images: ClassVar[bool] = True
 
     def __init__(self, name: str, model_ref: str, **options: Any) -> None:
+        """Check everything that can be checked without the weights, and fingerprint them; nothing heavy is loaded
+        (the weights come on the first :meth:`generate`), so a run can create all its models up front and stop
+        at once on a bad option, a missing adapter or an incomplete checkpoint."""
         super().__init__(name, **options)
         opts = parse_options(name, options)
         self._opts = opts
@@ -133,23 +141,76 @@ class HFModel(Model):
             raise UsageError(f"model {name}: revision applies to hub ids; {self.model_dir} is a local folder")
         self.model_type = hf_families.read_model_type(self.model_dir)
         hf_families.check_supported(self.model_dir, self.model_type)
+        hf_families.check_weights(self.model_dir)
         self.adapter_dir: Path | None = None
         self.adapter_revision: str | None = None
+        self._adapter_config: dict[str, Any] = {}
         if opts.adapter:
             self.adapter_dir, self.adapter_revision = hf_families.resolve(
                 opts.adapter, None, what="adapter", marker="adapter_config.json"
             )
+            self._adapter_config = hf_families.read_adapter_config(self.adapter_dir)
+            self._check_adapter_base()
         self._dtype, self._device = _torch_settings(opts)
         self.batch_size = opts.batch_size or (16 if self._device.startswith("cuda") else 4)
+        # The processor is small and quick to load, and loading it checks the chat template and image processor.
         self.processor = hf_families.load_processor(self.model_dir, self.model_type)
-        self.model = self._load_model()
+        self.generation = self._greedy_config()
+        self._architecture = hf_families.architecture(self.model_type)
+        self._model: Any = None  # loaded by the first generate, dropped by release
+        # Last: the only step that reads the weights (once; later runs find the digests in the digest cache).
         self._weights = hf_families.weights_digest(self.model_dir)
-        self._adapter_sha = hf_families.adapter_digest(self.adapter_dir) if self.adapter_dir else None
+        self._adapter_digest = hf_families.adapter_digest(self.adapter_dir) if self.adapter_dir else None
 
     # -- loading ------------------------------------------------------------------------------------------------
-    def _load_model(self) -> Any:
-        from transformers import AutoModelForImageTextToText, GenerationConfig
+    def _greedy_config(self) -> Any:
+        """Greedy, whatever the checkpoint's generation_config asks for (LLaMA 3.2 samples at T=0.6, Qwen uses a
+        repetition penalty): keep only its token ids, so no sampling flag is merged in or warned about."""
+        from transformers import GenerationConfig
 
+        source = hf_families.generation_config(self.model_dir)
+        tokenizer = self.processor.tokenizer
+        return GenerationConfig(
+            bos_token_id=source.bos_token_id,
+            eos_token_id=source.eos_token_id if source.eos_token_id is not None else tokenizer.eos_token_id,
+            pad_token_id=source.pad_token_id if source.pad_token_id is not None else tokenizer.pad_token_id,
+            do_sample=False,
+            num_beams=1,
+        )
+
+    def _check_adapter_base(self) -> None:
+        """The adapter's recorded base model must be of this model's type (readable without loading either)."""
+        base, base_type = hf_families.adapter_base_type(self._adapter_config)
+        if base_type is not None and base_type != self.model_type:
+            raise UsageError(
+                f"adapter {self._opts.adapter} was trained on {base} ({base_type}) and does not fit the base model "
+                f"{self.model_ref} ({self.model_type}); use it with the base it was trained on"
+            )
+
+    @property
+    def model(self) -> Any:
+        """The loaded model (with its adapter), loaded on first use."""
+        if self._model is None:
+            self._model = self._load_model()
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory now."""
+        return self._model is not None
+
+    def release(self) -> None:
+        """Drop the weights and free their memory; the next :meth:`generate` loads them again."""
+        if self._model is None:
+            return
+        self._model = None
+        gc.collect()  # the model's modules reference each other: free the tensors now, not at some later collection
+        self._free_memory()
+
+    def _load_model(self) -> Any:
+        from transformers import AutoModelForImageTextToText
+
+        log.info("loading %s from %s", self.name, self.model_dir)
         device_map = None if self._device == "cpu" else {"": self._device}
         try:
             model = AutoModelForImageTextToText.from_pretrained(
@@ -161,20 +222,21 @@ class HFModel(Model):
                 f"by transformers (AutoModelForImageTextToText): {hf_families.first_line(exc)}. medbench is tested "
                 f"with {', '.join(hf_families.FAMILIES)}; newer types may need a newer transformers."
             ) from exc
+        except OSError as exc:  # unreadable or truncated weight files (checked present at construction)
+            raise UsageError(
+                f"{self.model_ref}: cannot load the weights in {self.model_dir}: {hf_families.first_line(exc)}"
+            ) from exc
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            raise UsageError(
+                f"{self.name}: not enough memory on {self._device} to load the model in "
+                f"{str(self._dtype).replace('torch.', '')}; use a larger GPU, or bf16 if this is float32 "
+                f"(--model-arg {self.name}.dtype=bf16)"
+            ) from exc
         if self.adapter_dir is not None:
             model = self._attach_adapter(model)
         model.eval()
-        # Greedy, whatever the checkpoint's generation_config asks for (LLaMA 3.2 samples at T=0.6, Qwen uses
-        # a repetition penalty): keep only its token ids, so no sampling flag is merged in or warned about.
-        source = model.generation_config
-        tokenizer = self.processor.tokenizer
-        self.generation = GenerationConfig(
-            bos_token_id=source.bos_token_id,
-            eos_token_id=source.eos_token_id if source.eos_token_id is not None else tokenizer.eos_token_id,
-            pad_token_id=source.pad_token_id if source.pad_token_id is not None else tokenizer.pad_token_id,
-            do_sample=False,
-            num_beams=1,
-        )
         model.generation_config = self.generation
         return model
 
@@ -185,13 +247,7 @@ class HFModel(Model):
         assert self.adapter_dir is not None
         adapter = self._opts.adapter
         ours = f"{self.model_ref} ({self.model_type})"
-        config = json.loads((self.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        base, base_type = hf_families.adapter_base_type(config)
-        if base_type is not None and base_type != self.model_type:
-            raise UsageError(
-                f"adapter {adapter} was trained on {base} ({base_type}) and does not fit the base model {ours}; "
-                "use it with the base it was trained on"
-            )
+        base = self._adapter_config.get("base_model_name_or_path") or None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -218,6 +274,10 @@ class HFModel(Model):
 
     # -- generation ---------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request]) -> list[str]:
+        """Outputs in batches of :attr:`batch_size` (read per chunk, so a value set after creation applies),
+        halving it on out-of-memory. The first call loads the weights."""
+        if requests:
+            self.model  # noqa: B018 - load now, outside the out-of-memory retry below (a load OOM is not a batch's)
         outputs = [""] * len(requests)
         groups: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
@@ -285,8 +345,8 @@ class HFModel(Model):
                 "path": None if hub else str(self.model_dir),  # hub snapshots: the cache path is per machine
                 "revision": self.revision,
                 "model_type": self.model_type,
-                "architecture": type(self.model.get_base_model() if self.adapter_dir else self.model).__name__,
-                "weights_sha256": self._weights,
+                "architecture": self._architecture,
+                "weights_digest": {"algorithm": filehash.ALGORITHM, "value": self._weights},
             },
             "adapter": None
             if self.adapter_dir is None
@@ -294,7 +354,7 @@ class HFModel(Model):
                 "id": self._opts.adapter if self.adapter_revision else str(self.adapter_dir),
                 "path": None if self.adapter_revision else str(self.adapter_dir),
                 "revision": self.adapter_revision,
-                "sha256": self._adapter_sha,
+                "digest": {"algorithm": filehash.ALGORITHM, "value": self._adapter_digest},
             },
             "dtype": str(self._dtype).replace("torch.", ""),
             "device": self._device.split(":")[0],

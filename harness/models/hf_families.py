@@ -8,7 +8,6 @@ setting are ``mllama`` (LLaMA 3.2 Vision, LLaMA32-Med), ``qwen2_5_vl``, ``gemma3
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from medbench import filehash
 from medbench.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -33,39 +33,114 @@ FAMILIES: dict[str, str] = {
 _QWEN_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen2_vl": "Qwen2VLProcessor"}
 
 
-#: Files whose name and size (not content) identify the weights; every other file is hashed whole.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
 #: What a hub download fetches: the transformers checkpoint, not the original/ consolidated copies.
 _HUB_IGNORE = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ckpt"]
 
+#: What is not part of the checkpoint transformers loads from a folder, so not in its fingerprint: the README,
+#: hidden files and folders (.git, .gitattributes, the .cache/ of `hf download --local-dir`), Meta's original/
+#: consolidated copy, and what a Trainer leaves in its output_dir besides the final model (checkpoint-N/
+#: folders with optimizer state, runs/ logs). Every other file, in any subfolder, is hashed by content.
+CHECKPOINT_EXCLUDE = ("readme.md", ".*", "*/.*", "original", "checkpoint-*", "runs")
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+#: The weight files ``from_pretrained`` looks for in a folder, in its order of preference; an index names shards.
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _digest(folder: Path, what: str) -> str:
+    try:
+        return filehash.tree_digest(folder, exclude=CHECKPOINT_EXCLUDE)
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {folder}: cannot read {exc.filename or 'a file'} to fingerprint it ({exc.strerror or exc}); "
+            "a broken link in a Hugging Face cache snapshot means an incomplete download: download it again"
+        ) from exc
 
 
 def weights_digest(model_dir: Path) -> str:
-    """Identity of a model directory without reading gigabytes of weights: sha256 over the *content* of every
-    small top-level file (config, generation config, tokenizer, processor, chat template: all change outputs)
-    and the *name and size* of every weight file. Hub snapshots are additionally pinned by their commit hash."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
-        if path.name.endswith(_WEIGHT_SUFFIXES):
-            digest.update(f"{path.name}\0{path.stat().st_size}\n".encode())
-        elif path.name.lower() not in ("readme.md", ".gitattributes"):
-            digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
-    return digest.hexdigest()
+    """BLAKE3 (:data:`medbench.filehash.ALGORITHM`) over the content of every file of the checkpoint (weights,
+    config, generation config, tokenizer, processor, chat template: all change outputs), subfolders included,
+    less :data:`CHECKPOINT_EXCLUDE`. Unchanged files are served from the stat-keyed digest cache, so only new or
+    rewritten files are read. Hub snapshots are additionally pinned by their commit hash."""
+    return _digest(model_dir, "model")
 
 
 def adapter_digest(adapter_dir: Path) -> str:
-    """sha256 over the full content of every adapter file (config and weights; the README is skipped)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in adapter_dir.iterdir() if p.is_file() and p.name.lower() != "readme.md"):
-        digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
-    return digest.hexdigest()
+    """BLAKE3 over the content of every adapter file (config and weights), as :func:`weights_digest`."""
+    return _digest(adapter_dir, "adapter")
+
+
+def check_weights(model_dir: Path) -> None:
+    """A :class:`UsageError` unless ``model_dir`` holds weights ``from_pretrained`` can load: ``model.safetensors``
+    or ``pytorch_model.bin``, or an index whose every shard is present (an interrupted download or save leaves
+    a config without them)."""
+    present = [name for name in _WEIGHT_FILES if (model_dir / name).is_file()]
+    if not present:
+        inside = sorted(p.name for p in model_dir.iterdir())
+        saved = sorted(p.name for p in model_dir.glob("checkpoint-*") if any(p.glob("*.safetensors")))
+        hint = f"; a Trainer's checkpoints are in subfolders: pass one of {', '.join(saved)}" if saved else ""
+        raise UsageError(
+            f"{model_dir} has a config.json but no weights: expected {' or '.join(_WEIGHT_FILES[::2])} (or a sharded "
+            f"checkpoint's {_WEIGHT_FILES[1]} with its shards); the folder holds {', '.join(inside) or 'nothing'}"
+            f"{hint}. Was the download or save_pretrained interrupted?"
+        )
+    index = present[0]  # what from_pretrained takes, in its order of preference
+    if not index.endswith(".index.json"):
+        return
+    path = model_dir / index
+    try:
+        shards = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a sharded-checkpoint index (no readable weight_map): {exc}") from exc
+    missing = sorted(str(name) for name in shards if not (model_dir / str(name)).is_file())
+    if missing:
+        raise UsageError(
+            f"{model_dir}: {len(missing)} of the {len(shards)} weight shards named in {index} are missing "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}). Was the download interrupted?"
+        )
+
+
+def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
+    """``adapter_config.json`` of a PEFT adapter folder, checked to come with adapter weights."""
+    path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"adapter {adapter_dir}: cannot read {path.name} ({exc})") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} is not a PEFT adapter config (a JSON object)")
+    if not any((adapter_dir / name).is_file() for name in _ADAPTER_WEIGHT_FILES):
+        raise UsageError(
+            f"adapter {adapter_dir} has an adapter_config.json but no weights ({' or '.join(_ADAPTER_WEIGHT_FILES)}); "
+            "was the adapter saved with save_pretrained?"
+        )
+    return config
+
+
+def architecture(model_type: str) -> str:
+    """The class ``AutoModelForImageTextToText`` builds for ``model_type`` (known without loading it)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    names = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type]
+    return names if isinstance(names, str) else str(names[0])
+
+
+def generation_config(model_dir: Path) -> Any:
+    """The checkpoint's ``GenerationConfig`` as ``from_pretrained`` gives it to the model (``generation_config.json``,
+    else derived from ``config.json``), read without loading the weights."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json: the model derives one from its config
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir))
+    except ValueError as exc:
+        raise UsageError(f"{model_dir}: generation_config.json is invalid ({first_line(exc)})") from exc
 
 
 def _looks_like_path(ref: str) -> bool:

@@ -45,7 +45,7 @@ def test_local_judge_batches_and_decodes_greedily(score4_judge: Path) -> None:
     described = judge.describe()
     assert described["backend"] == "local-transformers" and described["chat_template"] is True
     assert described["temperature"] == 0.0 and described["architecture"] == "LlamaForCausalLM"
-    assert judge.cache_scope == "local:" + described["weights_sha256"][:16]
+    assert judge.cache_scope == "local:" + described["weights_digest"]["value"][:16]
     judgements = judge_captions(judge, None, [("gt one", "gen one"), ("gt two", "gen two")])
     assert [j.value for j in judgements] == [4, 4]
 

@@ -126,7 +126,8 @@ def test_lora_adapter_loads_and_changes_fingerprint_and_outputs(
     base = create(f"hf:{path}")
     tuned = create(f"hf:{path}+lora:{adapter}")
     described = tuned.describe()["adapter"]
-    assert described["path"] == str(adapter.resolve()) and len(described["sha256"]) == 64
+    assert described["path"] == str(adapter.resolve()) and len(described["digest"]["value"]) == 64
+    assert described["digest"]["algorithm"] == "blake3"
     assert base.describe()["adapter"] is None
     assert tuned.fingerprint() != base.fingerprint()
     # The option form is the same model: same fingerprint.
@@ -140,7 +141,7 @@ def test_two_adapters_give_two_fingerprints(tiny_vlms: VLMs, tmp_path: Path) -> 
     other = build_lora(path, tmp_path / "other", seed=7)
     first = create(f"hf:{path}+lora:{adapter}")
     second = create(f"hf:{path}+lora:{other}")
-    assert first.describe()["adapter"]["sha256"] != second.describe()["adapter"]["sha256"]
+    assert first.describe()["adapter"]["digest"] != second.describe()["adapter"]["digest"]
     assert first.fingerprint() != second.fingerprint()
 
 
@@ -165,15 +166,19 @@ def test_mismatched_adapter_names_both_models(tiny_vlms: VLMs) -> None:
     assert "qwen2_5_vl" in message and "mllama" in message and str(qwen_adapter) in message
 
 
-def test_mismatched_adapter_without_recorded_base(tiny_vlms: VLMs, tmp_path: Path) -> None:
+def test_mismatched_adapter_without_recorded_base(
+    tiny_vlms: VLMs, tmp_path: Path, demo_requests: list[Request]
+) -> None:
     """No base recorded in adapter_config.json: peft creates the LoRA layers (the names q_proj, ... exist in
-    both) but the weights do not match; that must be an error, not a silently half-loaded adapter."""
+    both) but the weights do not match; that must be an error, not a silently half-loaded adapter. Only loading
+    the weights shows it, which happens on the first generate (construction loads no weights)."""
     adapter = shutil.copytree(tiny_vlms["qwen2_5_vl"][1], tmp_path / "adapter")
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = None
     (adapter / "adapter_config.json").write_text(json.dumps(config))
+    model = create(f"hf:{tiny_vlms['mllama'][0]}+lora:{adapter}")
     with pytest.raises(UsageError, match="does not fit the base model"):
-        create(f"hf:{tiny_vlms['mllama'][0]}+lora:{adapter}")
+        model.generate(demo_requests[:1])
 
 
 def test_llama32med_requires_its_adapter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_vlms: VLMs) -> None:
