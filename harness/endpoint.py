@@ -10,7 +10,9 @@ the pieces of one attempt that they have in common:
   (401/403 fatal with a hint about which key was sent; 408, 429 and 5xx retryable with the server's
   ``Retry-After``; any other 4xx fatal; timeouts and connection errors retryable);
 * :func:`backoff_delay` — exponential backoff with jitter, or the server's ``Retry-After`` plus a little jitter;
-* :func:`parse_chat_body` — the completion text and server-reported model from a raw response body.
+* :func:`parse_chat_body` — the completion text and server-reported model from a raw response body;
+* :func:`endpoint_origin` / :func:`endpoint_scope` — a base URL normalised, to decide where a key may be sent
+  (scheme, host, port) and what identifies an endpoint in a cache key (plus the path).
 
 Every text that could reach an error message or a log line passes through the caller's ``scrub`` function, which
 removes the API key (a proxy may echo the ``Authorization`` header). The ``openai`` package is imported lazily.
@@ -24,7 +26,8 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 #: Sent when no key is configured: vLLM/SGLang without ``--api-key`` accept anything.
 PLACEHOLDER_KEY = "EMPTY"
@@ -32,6 +35,44 @@ PLACEHOLDER_KEY = "EMPTY"
 MAX_RETRY_AFTER_S = 300.0
 
 Scrub = Callable[[str], str]
+
+#: The port a scheme implies when a URL names none: ``https://h`` and ``https://h:443`` are one endpoint.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Origin(NamedTuple):
+    """Where requests go: lower-case scheme and host, and the port (the scheme's default made explicit)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal keeps its brackets
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def endpoint_origin(url: str) -> Origin:
+    """The :class:`Origin` of an ``http(s)`` base URL; user info, path, query and fragment play no part.
+
+    Raises ``ValueError`` (saying why, never echoing the URL, which may hold a credential) for another scheme, a
+    missing host or a bad port."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ValueError(f"the scheme must be http or https, not {scheme or 'missing'!r}")
+    host = (parts.hostname or "").lower()  # urlsplit drops user info and IPv6 brackets here
+    if not host:
+        raise ValueError("the URL has no host")
+    port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    return Origin(scheme, host, DEFAULT_PORTS[scheme] if port is None else port)
+
+
+def endpoint_scope(url: str) -> str:
+    """``scheme://host:port/path`` of a base URL: :func:`endpoint_origin` plus the path without trailing slashes;
+    no user info, query or fragment. Two base URLs with the same scope reach the same server and API, so this
+    (not the host alone: two servers on one host differ by port) identifies an endpoint in a cache key."""
+    return str(endpoint_origin(url)) + urlsplit(url.strip()).path.rstrip("/")
 
 
 class Retryable(Exception):

@@ -5,12 +5,20 @@ stay failures.
 ``deepseek-chat``, key from ``$DEEPSEEK_API_KEY``); ``base_url``/``model``/``api_key_env`` override it, so a local
 vLLM/SGLang server or any other provider works (``JudgeConfig("local", base_url=..., model=...)``).
 
+Which key is sent (:func:`choose_key_env`): the variable named with ``api_key_env`` (``--judge-api-key-env``) when
+one is named; else a preset's own variable, but only when the base URL points at the preset's own host (same
+scheme, host and port), so ``--judge deepseek --judge-base-url http://127.0.0.1:8000/v1`` never sends
+``$DEEPSEEK_API_KEY`` to the local server; else no key at all (a fixed placeholder, which vLLM/SGLang without
+``--api-key`` accept). The run record says which variable was used, or none, and why.
+
 :meth:`JudgeClient.complete_many` sends every prompt as one user message with ``temperature=0``; at most
 ``concurrency`` requests are in flight. Retried (exponential backoff with jitter, ``Retry-After`` honoured, at most
 ``max_retries`` retries): HTTP 429, 408 and 5xx, timeouts, connection errors, and blank or malformed bodies. Any
-other 4xx (401/403 included) is not retried. A request that still fails comes back as
-``JudgeReply(ok=False, error=<reason>)`` — never an exception, never a score: callers count and report failures
-and leave them out of means.
+other 4xx is not retried. A request that still fails comes back as ``JudgeReply(ok=False, error=<reason>)`` —
+never a score: callers count and report failures and leave them out of means. The exception is HTTP 401/403: the
+endpoint refused the credentials, every other request would be refused too, so the first one stops the whole
+batch (requests in flight are cancelled, queued ones never sent) with :class:`~medbench.judges.core.
+JudgeCredentialsError`.
 
 Keys are read from the environment only. They never appear in ``repr``, :meth:`JudgeClient.describe`, error texts
 or log lines (error bodies are scrubbed, since a proxy may echo the ``Authorization`` header).
@@ -23,12 +31,23 @@ import concurrent.futures
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from medbench.endpoint import PLACEHOLDER_KEY, ErrorContext, Fatal, Retryable, backoff_delay, parse_chat_body
+from medbench.endpoint import (
+    DEFAULT_PORTS,
+    PLACEHOLDER_KEY,
+    ErrorContext,
+    Fatal,
+    Origin,
+    Retryable,
+    backoff_delay,
+    endpoint_origin,
+    endpoint_scope,
+    parse_chat_body,
+)
 from medbench.errors import UsageError
-from medbench.judges.core import JudgeReply
+from medbench.judges.core import JudgeCredentialsError, JudgeReply
 from medbench.provenance import redact_url
 
 log = logging.getLogger(__name__)
@@ -43,6 +62,37 @@ PRESETS: dict[str, dict[str, str]] = {
         "api_key_env": "DEEPSEEK_API_KEY",
     },
 }
+
+
+class KeyChoice(NamedTuple):
+    """Which environment variable's value is sent as the key (``env``; None: the placeholder) and why."""
+
+    env: str | None
+    reason: str
+
+
+def choose_key_env(name: str, base_url: str, api_key_env: str | None) -> KeyChoice:
+    """The key rule (see the module docstring): a variable named by the user is always used; a preset's variable
+    only for the preset's own origin (scheme, host, port: a key is bound to a server, not to a path); otherwise
+    none. ``base_url`` must be a valid http(s) URL (:func:`~medbench.endpoint.endpoint_origin`)."""
+    if api_key_env:
+        return KeyChoice(api_key_env, "named with --judge-api-key-env")
+    preset = PRESETS.get(name)
+    if preset is None:
+        return KeyChoice(None, "no --judge-api-key-env was given; a placeholder key is sent")
+    own = endpoint_origin(preset["base_url"])
+    if endpoint_origin(base_url) == own:
+        return KeyChoice(preset["api_key_env"], f"the {name} preset's key, for its own host {_origin_text(own)}")
+    return KeyChoice(
+        None,
+        f"${preset['api_key_env']} goes only to the {name} preset's own host {_origin_text(own)} and no "
+        "--judge-api-key-env was given; a placeholder key is sent",
+    )
+
+
+def _origin_text(origin: Origin) -> str:
+    """An origin as a user would write it: the scheme's default port left out."""
+    return str(origin).removesuffix(f":{DEFAULT_PORTS[origin.scheme]}")
 
 
 @dataclass(frozen=True)
@@ -82,10 +132,21 @@ class JudgeConfig:
             raise UsageError("judge backoff_base and backoff_max must be non-negative")
         if self.max_tokens < 1:
             raise UsageError(f"judge max_tokens must be at least 1 (got {self.max_tokens})")
+        base_url = base_url.strip().rstrip("/")
+        try:
+            scope = endpoint_scope(base_url)
+        except ValueError as exc:  # the message never echoes the URL: it may hold a credential
+            raise UsageError(
+                f"judge {self.name}: the base URL (--judge-base-url) is not usable: {exc}; expected "
+                "http(s)://host[:port]/path, e.g. http://127.0.0.1:8000/v1"
+            ) from None
+        key = choose_key_env(self.name, base_url, self.api_key_env)
         resolved = {
-            "base_url": base_url.rstrip("/"),
+            "base_url": base_url,
             "model": model,
-            "api_key_env": self.api_key_env or preset.get("api_key_env") or "",
+            "scope": scope,
+            "api_key_env": key.env or "",
+            "api_key_source": key.reason,
         }
         object.__setattr__(self, "resolved", resolved)
 
@@ -99,20 +160,29 @@ class JudgeConfig:
 
     @property
     def resolved_key_env(self) -> str:
+        """The variable whose value is sent as the key; ``""`` when none is (see :func:`choose_key_env`)."""
         return self.resolved["api_key_env"]
 
     @property
-    def host(self) -> str:
-        """The base URL's host name (lower case), part of every judge-cache key."""
-        try:
-            return (urlsplit(self.resolved_base_url).hostname or "").lower()
-        except ValueError:
-            return ""
+    def key_source(self) -> str:
+        """Why :attr:`resolved_key_env` is that variable, or none, in words (for the run record and errors)."""
+        return self.resolved["api_key_source"]
 
     @property
-    def uses_preset_endpoint(self) -> bool:
+    def scope(self) -> str:
+        """The normalised base URL (``scheme://host:port/path``), part of every judge-cache key."""
+        return self.resolved["scope"]
+
+    @property
+    def host(self) -> str:
+        """The base URL's host name (lower case)."""
+        return (urlsplit(self.resolved_base_url).hostname or "").lower()
+
+    @property
+    def uses_preset_key(self) -> bool:
+        """Whether the preset's own key variable is sent (the base URL is the preset's own host)."""
         preset = PRESETS.get(self.name)
-        return preset is not None and self.resolved_base_url == preset["base_url"].rstrip("/")
+        return preset is not None and not self.api_key_env and self.resolved_key_env == preset["api_key_env"]
 
 
 class JudgeClient:
@@ -127,15 +197,17 @@ class JudgeClient:
         self.api_key_env = config.resolved_key_env
         self.endpoint = redact_url(self.base_url) + "/chat/completions"
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if not key:
-            if config.uses_preset_endpoint:
+        if self.api_key_env and not key:
+            if config.uses_preset_key:
                 raise UsageError(
                     f"judge {config.name}: the environment variable {self.api_key_env} is not set or empty "
                     f"(the key for {redact_url(self.base_url)} is read from the environment only)"
                 )
-            if config.api_key_env:
-                raise UsageError(f"judge {config.name}: api_key_env={config.api_key_env} is not set or empty")
-            key = PLACEHOLDER_KEY  # a local server (vLLM/SGLang without --api-key) accepts anything
+            raise UsageError(
+                f"judge {config.name}: --judge-api-key-env {self.api_key_env} names an environment variable that "
+                "is not set or empty"
+            )
+        key = key or PLACEHOLDER_KEY  # no key for this endpoint: a local server (vLLM/SGLang) accepts anything
         # Kept only to build the HTTP client and to scrub it out of any text that could reach an error or a log.
         self._key = key
         self._errors = ErrorContext(
@@ -147,8 +219,9 @@ class JudgeClient:
 
     @property
     def cache_scope(self) -> str:
-        """The endpoint's host: part of every judge-cache key."""
-        return self.config.host
+        """The normalised endpoint (``scheme://host:port/path``): part of every judge-cache key, so two judges on
+        two ports of one host never share judgements."""
+        return self.config.scope
 
     def describe(self) -> dict[str, Any]:
         """What a run record may say about the judge (never the key; the key variable's name only)."""
@@ -158,6 +231,7 @@ class JudgeClient:
             "model": self.model,
             "base_url": redact_url(self.base_url),
             "api_key_env": self.api_key_env or None,
+            "api_key_source": self.config.key_source,
             "temperature": self.temperature,
             "concurrency": self.config.concurrency,
             "timeout": self.config.timeout,
@@ -167,7 +241,8 @@ class JudgeClient:
 
     # --- batch API ------------------------------------------------------------------------------------------
     def complete_many(self, prompts: list[str]) -> list[JudgeReply]:
-        """One reply per prompt, in order. Never raises for a failed request (see :class:`JudgeReply`)."""
+        """One reply per prompt, in order. Never raises for a failed request (see :class:`JudgeReply`), except
+        :class:`~medbench.judges.core.JudgeCredentialsError` on HTTP 401/403, which ends the batch."""
         if not prompts:
             return []
         try:
@@ -179,18 +254,32 @@ class JudgeClient:
             return pool.submit(asyncio.run, self.acomplete_many(prompts)).result()
 
     async def acomplete_many(self, prompts: list[str]) -> list[JudgeReply]:
+        """:meth:`complete_many` inside an event loop. On the first credentials refusal the rest of the batch is
+        dropped: requests in flight are cancelled, queued ones are never sent, and the error is raised."""
         if not prompts:
             return []
         client = self._make_client()
         semaphore = asyncio.Semaphore(self.config.concurrency)
-        try:
+        refused = asyncio.Event()
 
-            async def one(prompt: str) -> JudgeReply:
-                async with semaphore:
+        async def one(prompt: str) -> JudgeReply:
+            async with semaphore:
+                # Set before the refused request gives up its slot, so a queued prompt never goes out after it.
+                if refused.is_set():
+                    return JudgeReply(ok=False, error="not sent: the judge refused the credentials")
+                try:
                     return await self._complete(client, prompt)
+                except JudgeCredentialsError:
+                    refused.set()
+                    raise
 
-            return list(await asyncio.gather(*(one(p) for p in prompts)))
+        tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+        try:
+            return list(await asyncio.gather(*tasks))
         finally:
+            for task in tasks:
+                task.cancel()  # a no-op for finished ones; the rest of a refused batch stops here
+            await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
 
     # --- one request ----------------------------------------------------------------------------------------
@@ -214,6 +303,8 @@ class JudgeClient:
                 text, served = await self._attempt(client, payload)
                 return JudgeReply(ok=True, text=text, server_model=served, attempts=attempt + 1)
             except Fatal as exc:
+                if exc.status in (401, 403):
+                    raise self._refusal(exc.status) from None
                 reason = f"{self.endpoint} rejected the request: {exc}"
                 log.warning("judge %s: %s", self.config.name, reason)
                 return JudgeReply(ok=False, error=reason, attempts=attempt + 1)
@@ -238,6 +329,21 @@ class JudgeClient:
         reason = f"{self.endpoint} failed after {attempts} attempt(s); last error: {last}"
         log.warning("judge %s: %s", self.config.name, reason)
         return JudgeReply(ok=False, error=reason, attempts=attempts)
+
+    def _refusal(self, status: int) -> JudgeCredentialsError:
+        """The error for an HTTP 401/403: which variable's key was sent (or that none was) and what to set."""
+        where = f"judge {self.config.name} at {redact_url(self.base_url)} refused the credentials (HTTP {status})"
+        env, source = self.api_key_env, self.config.key_source
+        if env and self.config.api_key_env:
+            advice = f"set {env} to a key this endpoint accepts (the key in ${env} was sent, {source})"
+        elif env:
+            advice = f"set {env} to a valid key (the key in ${env} was sent: {source})"
+        else:
+            advice = (
+                "set an environment variable to this endpoint's key and name it with --judge-api-key-env VAR "
+                f"(no key was sent: {source})"
+            )
+        return JudgeCredentialsError(f"{where}: {advice}")
 
     async def _attempt(self, client: Any, payload: dict[str, Any]) -> tuple[str, str | None]:
         """One HTTP call: ``(text, server-reported model)``, or :class:`~medbench.endpoint.Retryable` /

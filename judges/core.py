@@ -8,7 +8,9 @@ caption judge, the equivalence judge) renders prompts from a template, asks a ba
 * a prompt whose reply is cached is not sent again (a rerun makes zero calls);
 * identical prompts within one call are sent once;
 * a failed request, or a reply the parser rejects, becomes a :class:`Judgement` with ``value=None`` and a
-  ``failure_reason`` — never a zero — and is not cached, so the next run asks again.
+  ``failure_reason`` — never a zero — and is not cached, so the next run asks again;
+* an endpoint that refuses the credentials raises :class:`JudgeCredentialsError` instead: every other request
+  would be refused too, so the judge pass stops (what earlier rounds judged stays cached).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple, Protocol
 
+from medbench.errors import MedbenchError
 from medbench.judges.cache import JudgeCache, judgement_key
 
 #: A parser: reply text -> (value, None) or (None, "parse failure: ...").
@@ -35,9 +38,18 @@ class JudgeReply(NamedTuple):
     attempts: int = 0
 
 
+class JudgeCredentialsError(MedbenchError):
+    """The judge endpoint refused the credentials (HTTP 401/403). Raised by a backend's ``complete_many`` on the
+    first refusal, so the run stops (exit 2) instead of finishing with every judgement failed. The message says
+    which key variable was sent (its name, never the key) and what to set."""
+
+    exit_code = 2
+
+
 class JudgeBackend(Protocol):
-    """Where prompts are answered. ``model`` and ``cache_scope`` (the endpoint's host, or ``local``) are part of
-    every cache key, so two judges never share judgements."""
+    """Where prompts are answered. ``model`` and ``cache_scope`` (the endpoint's normalised base URL
+    ``scheme://host:port/path``, or ``local:<weights digest>``) are part of every cache key, so two judges never
+    share judgements."""
 
     model: str
 
@@ -45,7 +57,8 @@ class JudgeBackend(Protocol):
     def cache_scope(self) -> str: ...
 
     def complete_many(self, prompts: list[str]) -> list[JudgeReply]:
-        """One reply per prompt, in order; never raises for a failed prompt."""
+        """One reply per prompt, in order; never raises for a failed prompt, except
+        :class:`JudgeCredentialsError` when the endpoint refuses the credentials."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -111,7 +124,7 @@ def ask(
     docstring for caching and failures. ``advance(n)`` is called as prompts are answered (cached ones first)."""
     scope = backend.cache_scope
     keys = [
-        judgement_key(judge_model=backend.model, host=scope, template_sha256=template_hash, prompt=p) for p in prompts
+        judgement_key(judge_model=backend.model, scope=scope, template_sha256=template_hash, prompt=p) for p in prompts
     ]
     hits = cache.get_many(keys) if cache is not None else {}
 

@@ -13,8 +13,11 @@ import pytest
 from medbench.endpoint import (
     MAX_RETRY_AFTER_S,
     Fatal,
+    Origin,
     Retryable,
     backoff_delay,
+    endpoint_origin,
+    endpoint_scope,
     error_detail,
     parse_chat_body,
     parse_retry_after,
@@ -216,3 +219,59 @@ def test_translate_openai_error() -> None:
     assert isinstance(err, Retryable) and str(err) == "HTTP 429: busy" and err.retry_after == 2.0
 
     assert translate_openai_error(ValueError("other"), **kwargs) is None
+
+
+# --- endpoint_origin / endpoint_scope ---------------------------------------------------------------------------
+# These decide where a preset's key may go and which judge a cached judgement belongs to (medbench issue 9: the
+# judge cache was keyed by host name alone, so a judge on another port of 127.0.0.1 got the first one's scores).
+@pytest.mark.parametrize(
+    ("url", "scope"),
+    [
+        ("https://api.deepseek.com", "https://api.deepseek.com:443"),
+        ("HTTPS://API.DeepSeek.COM:443/", "https://api.deepseek.com:443"),
+        ("https://user:pw@api.deepseek.com/v1/?token=t#frag", "https://api.deepseek.com:443/v1"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/v1//", "http://127.0.0.1:8000/v1"),
+        ("http://localhost/V1", "http://localhost:80/V1"),  # the path keeps its case
+        ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+        ("  http://127.0.0.1:80  ", "http://127.0.0.1:80"),
+    ],
+)
+def test_endpoint_scope_normalises(url: str, scope: str) -> None:
+    assert endpoint_scope(url) == scope
+
+
+def test_endpoint_scope_tells_ports_and_paths_apart() -> None:
+    scopes = {
+        endpoint_scope(u)
+        for u in (
+            "http://127.0.0.1:8000/v1",
+            "http://127.0.0.1:8001/v1",
+            "http://127.0.0.1:8000/v2",
+            "https://127.0.0.1:8000/v1",
+        )
+    }
+    assert len(scopes) == 4
+
+
+def test_endpoint_origin() -> None:
+    assert endpoint_origin("https://api.deepseek.com/v1") == Origin("https", "api.deepseek.com", 443)
+    assert endpoint_origin("https://API.deepseek.com:443") == endpoint_origin("https://api.deepseek.com")
+    assert endpoint_origin("http://api.deepseek.com") == Origin("http", "api.deepseek.com", 80)
+    assert str(Origin("http", "::1", 8000)) == "http://[::1]:8000"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("127.0.0.1:8000/v1", "scheme"),
+        ("localhost:8000/v1", "scheme"),
+        ("ftp://example.org", "scheme"),
+        ("http:///v1", "no host"),
+        ("http://user:s3cret@host:notaport/v1", "ort"),
+    ],
+)
+def test_endpoint_origin_rejects_unusable_urls_without_echoing_them(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason) as info:
+        endpoint_origin(url)
+    assert "s3cret" not in str(info.value)

@@ -5,10 +5,10 @@ Options (strings, from ``--model-arg openai:<model>.key=value``):
 ``base_url``
     The endpoint, e.g. ``http://localhost:8000/v1``; else ``$OPENAI_BASE_URL``; else the OpenAI default.
 ``api_key_env``
-    The name of the environment variable that holds the key (default ``OPENAI_API_KEY``). The key itself is
-    read from the environment only and never appears in :meth:`describe`, errors or logs. When the default
-    variable is unset a placeholder key is sent (local servers need none); when a variable named explicitly is
-    unset, that is an error.
+    The name of the environment variable that holds the key. The key itself is read from the environment only and
+    never appears in :meth:`describe`, errors or logs. Default: ``OPENAI_API_KEY``, but only when the base URL is
+    OpenAI's own host (``https://api.openai.com``); any other endpoint gets a placeholder key (local servers need
+    none) unless a variable is named here. A variable named explicitly but unset is an error.
 ``concurrency`` (default 8), ``timeout`` (seconds per attempt, default 120), ``max_retries`` (default 5)
     ``concurrency`` requests of a batch are in flight at once.
 ``seed``
@@ -40,7 +40,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar, TypeVar
 
-from medbench.endpoint import PLACEHOLDER_KEY, ErrorContext, Fatal, Retryable, backoff_delay, parse_chat_body
+from medbench.endpoint import (
+    PLACEHOLDER_KEY,
+    ErrorContext,
+    Fatal,
+    Retryable,
+    backoff_delay,
+    endpoint_origin,
+    parse_chat_body,
+)
 from medbench.errors import MedbenchError, UsageError
 from medbench.models.base import Model
 from medbench.provenance import redact_url
@@ -50,6 +58,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+
+def _is_openai_host(base_url: str) -> bool:
+    """Whether ``base_url`` is OpenAI's own origin (scheme, host and port), where ``$OPENAI_API_KEY`` belongs."""
+    try:
+        return endpoint_origin(base_url) == endpoint_origin(DEFAULT_BASE_URL)
+    except ValueError:
+        return False
+
+
 _ERROR_DETAIL_CHARS = 500
 
 _KNOWN_OPTIONS = (
@@ -135,8 +153,10 @@ class OpenAICompatModel(Model):
         self.base_url = self.base_url.rstrip("/")
         self.endpoint = redact_url(self.base_url) + "/chat/completions"
         key_env = options.get("api_key_env")
-        self.api_key_env = str(key_env or DEFAULT_KEY_ENV)
-        key = os.environ.get(self.api_key_env)
+        # $OPENAI_API_KEY belongs to OpenAI's own host: another base URL (a local vLLM/SGLang, a proxy) gets a key
+        # only from a variable the user names with api_key_env, never the OpenAI key by default.
+        self.api_key_env = str(key_env or (DEFAULT_KEY_ENV if _is_openai_host(self.base_url) else ""))
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if not key:
             if key_env:
                 raise UsageError(

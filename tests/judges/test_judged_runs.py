@@ -65,9 +65,11 @@ def test_caption_judge_score_with_ci_and_a_rerun_makes_zero_judge_calls(tmp_path
     assert caption["judge_failures"]["value"] == 0 and caption["judge_failure_rate"]["value"] == 0.0
     assert again["metrics"]["scripted"]["rocov2"]["caption"]["judge_score"] == entry
     assert first["counts"]["scripted"]["rocov2"] | {} == {
+        "n": 6,
         "generated": 6,
         "cached": 0,
         "skipped": 0,
+        "generation_failed": 0,
         "empty_outputs": 0,
         "judged": 6,
         "judge_cached": 0,
@@ -234,7 +236,9 @@ def test_no_key_in_any_file_a_judged_run_writes(
         server.answer("Model generated description: Scripted", "Reasoning: fine.\nScore: 3")
         # An error body that echoes the Authorization header (as some proxies do) must be scrubbed.
         server.on_prompt("ROCOv2_2023_test_000006.", Reply.error(500, retry_after="0"))
-        run(tmp_path, "out", server, "--cache", str(cache), tasks="rocov2,slake")
+        # The fake server is not DeepSeek's host, so $DEEPSEEK_API_KEY goes to it only when named explicitly.
+        key_args = ("--judge-api-key-env", "DEEPSEEK_API_KEY")
+        run(tmp_path, "out", server, "--cache", str(cache), *key_args, tasks="rocov2,slake")
         assert server.auth_headers and set(server.auth_headers) == {f"Bearer {SECRET}"}  # the key was really used
     written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     written += [p for p in cache.parent.iterdir() if p.is_file()]  # the SQLite file and its WAL/SHM files
@@ -275,11 +279,14 @@ def test_url_credentials_are_not_recorded(tmp_path: Path) -> None:
         (["--judge", "hf:/nonexistent/judge"], "no config.json"),
         (
             ["--judge", "deepseek", "--judge-base-url", "http://127.0.0.1:9/v1", "--judge-concurrency", "0"],
-            "at least 1",
+            "must be a whole number >= 1",
         ),
     ],
 )
 def test_judge_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    code = main(["run", "--demo", "--models", "yes", "--tasks", "slake", "--output", str(tmp_path / "x"), *argv])
+    try:
+        code = main(["run", "--demo", "--models", "yes", "--tasks", "slake", "--output", str(tmp_path / "x"), *argv])
+    except SystemExit as exc:  # argparse refuses a malformed option value itself, with exit 2
+        code = int(exc.code or 0)
     assert code == 2
     assert message in capsys.readouterr().err

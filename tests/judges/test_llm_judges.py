@@ -31,6 +31,7 @@ from medbench.judges.caption import (
     template_sha256,
 )
 from medbench.judges.client import JudgeClient, JudgeConfig, JudgeReply
+from medbench.judges.core import JudgeCredentialsError
 
 SECRET = "sk-judge-SECRET-0123456789abcdef"
 KEY_ENV = "MEDBENCH_TEST_JUDGE_KEY"
@@ -198,12 +199,13 @@ def test_key_never_leaks(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapt
         with JudgeCache(tmp_path / "j.sqlite") as cache:
             judgements = judge_captions(judge, cache, [("gt <e500>", "gen"), ("gt", "gen")])
         texts += [repr(config), str(config), repr(judge), json.dumps(judge.describe()), repr(replies), repr(judgements)]
-    # ...a wrong key: 401, whose body quotes the header sent
+    # ...a wrong key: 401, whose body quotes the header sent; it stops the batch (JudgeCredentialsError)
     with FakeJudgeServer(require_key="another-key") as fake:
         judge = JudgeClient(JudgeConfig("deepseek", base_url=fake.base_url, api_key_env=KEY_ENV, timeout=5))
-        (denied,) = judge.complete_many(["<x>"])
-        assert not denied.ok and "401" in (denied.error or "") and fake.calls == 1
-        texts.append(repr(denied))
+        with pytest.raises(JudgeCredentialsError) as denied:
+            judge.complete_many(["<x>"])
+        assert "401" in str(denied.value) and fake.calls == 1
+        texts += [str(denied.value), repr(denied.value)]
     # ...and the hosted preset's missing-key error
     monkeypatch.setenv("DEEPSEEK_API_KEY", SECRET)
     texts.append(repr(JudgeClient(JudgeConfig("deepseek"))))
@@ -320,16 +322,18 @@ def test_rerun_makes_zero_calls_and_failures_are_retried(server: FakeJudgeServer
         assert second[0] == first[0]._replace(cached=True)
         assert [j.value for j in second] == [5, 4, 4, 4]
         assert cache.count() == 4
-    # A rerun (new process: a reopened cache, even a new server on another port) makes zero calls.
-    with FakeJudgeServer() as other, JudgeCache(path) as cache:
-        third = judge_captions(client(other), cache, PAIRS)
-        assert other.calls == 0
+    # A rerun (new process: a reopened cache, the same endpoint) makes zero calls. (Another port of the same host
+    # is another judge and a cache miss: tests/judges/test_judge_endpoints.py.)
+    calls_after_second = server.calls
+    with JudgeCache(path) as cache:
+        third = judge_captions(client(server), cache, PAIRS)
+        assert server.calls == calls_after_second
         assert all(j.cached for j in third)
         assert [j.value for j in third] == [5, 4, 4, 4]
         assert [j.server_model for j in third] == ["fake-served-model-v1"] * 4
         # Another judge model is a cache miss.
-        judge_captions(client(other, model="another-judge"), cache, PAIRS[:1])
-        assert other.calls == 1
+        judge_captions(client(server, model="another-judge"), cache, PAIRS[:1])
+        assert server.calls == calls_after_second + 1
     assert sqlite3.connect(str(path)).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -339,9 +343,19 @@ def test_identical_prompts_are_asked_once(server: FakeJudgeServer) -> None:
     assert [j.value for j in judgements] == [4] * 6
 
 
-def test_judgement_key_covers_model_host_template_and_prompt() -> None:
-    base = {"judge_model": "deepseek-chat", "host": "api.deepseek.com", "template_sha256": "t1", "prompt": "p"}
+def test_judgement_key_covers_model_scope_template_and_prompt() -> None:
+    # The scope is the normalised endpoint (its case rules live in medbench.endpoint.endpoint_scope, tested in
+    # tests/test_endpoint.py); the key uses it as given.
+    scope = "https://api.deepseek.com:443"
+    base = {"judge_model": "deepseek-chat", "scope": scope, "template_sha256": "t1", "prompt": "p"}
     key = judgement_key(**base)
-    assert judgement_key(**{**base, "host": "API.DeepSeek.com"}) == key
-    for field, value in (("judge_model", "m2"), ("host", "127.0.0.1"), ("template_sha256", "t2"), ("prompt", "q")):
+    assert judgement_key(**base) == key
+    changes = (
+        ("judge_model", "m2"),
+        ("scope", "http://127.0.0.1:8000/v1"),
+        ("scope", "http://127.0.0.1:8001/v1"),
+        ("template_sha256", "t2"),
+        ("prompt", "q"),
+    )
+    for field, value in changes:
         assert judgement_key(**{**base, field: value}) != key

@@ -228,10 +228,14 @@ def test_default_key_env_and_placeholder(
     model(server).generate([req(image, 0)])
     assert server.auth_headers[-1] == "Bearer EMPTY"  # no OPENAI_API_KEY: local servers need no key
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    m = model(server)
+    model(server).generate([req(image, 0)])
+    # Guards: $OPENAI_API_KEY was sent to whatever base_url was set (here a local server).
+    assert server.auth_headers[-1] == "Bearer EMPTY"
+    m = model(server, api_key_env="OPENAI_API_KEY")  # named by the user: sent to this endpoint
     m.generate([req(image, 0)])
     assert server.auth_headers[-1] == f"Bearer {SECRET}"
     _assert_no_secret(m.describe(), m.fingerprint())
+    assert OpenAICompatModel("openai:gpt-4o").api_key_env == "OPENAI_API_KEY"  # OpenAI's own host keeps the default
     with pytest.raises(UsageError, match="MEDBENCH_TEST_KEY"):
         model(server, api_key_env="MEDBENCH_TEST_KEY")  # named explicitly but unset
 
