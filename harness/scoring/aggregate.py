@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medbench.schema import TaskKind
-from medbench.scoring.bertscore import BertScoreChoice, bertscore_f1
+from medbench.scoring.bertscore import BertScoreChoice, bertscore
 from medbench.scoring.caption import (
     bleu_from_statistics,
     bleu_from_statistics_batch,
@@ -73,8 +73,11 @@ def score_batch(
             _remember_bleu_stats(pair, stats)
         texts = [p for p, _ in pairs]
         if options.bertscore is not None and options.bertscore.model is not None:
-            for row, value in zip(out, bertscore_f1(texts, references, options.bertscore), strict=True):
+            result = bertscore(texts, references, options.bertscore)
+            for row, value, empty in zip(out, result.f1, result.empty, strict=True):
                 row["bertscore_f1"] = value
+                # An empty candidate or reference scores 0 without reaching the model; counted, never hidden.
+                row["bertscore_empty"] = float(empty)
         return out
     rows = []
     registered = list(protocols().values())
@@ -213,6 +216,9 @@ def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOption
     for name in CAPTION_METRICS[1:]:
         if rows and all(name in r["scores"] for r in rows):
             metrics[name] = _mean_metric(np.array([float(r["scores"][name]) for r in rows]), options)
+    if rows and all("bertscore_empty" in r["scores"] for r in rows):
+        empty = int(sum(float(r["scores"]["bertscore_empty"]) for r in rows))
+        metrics["bertscore_empty"] = metric_entry(empty, None, len(rows))
     metrics.update(caption_judge_metrics(rows, options.resamples, options.seed))
     return {CAPTION_PROTOCOL: metrics}
 
