@@ -1,9 +1,10 @@
 """The prediction cache: a SQLite file (WAL) of model outputs, committed batch by batch.
 
-Keyed by everything that decides an output — the model fingerprint (weights id and revision, adapter hash,
-dtype, generation config), the exact prompt text and its template hash, the image size, max_new_tokens, the task,
-the evaluated split's data checksum and the sample id — so another model's outputs are never reused (the bug of
-lm-eval #4063) and a changed dataset or prompt is regenerated. Each finished batch is committed before the next
+Keyed by everything that decides an output — the model fingerprint (a content hash of the weights and adapter,
+revision, dtype, generation config), the exact prompt text and its template hash, the sha256 of the sample's image
+bytes, the image size, max_new_tokens, the task, the checksum of the split's annotation files and the sample id — so
+another model's outputs are never reused (the bug of lm-eval #4063), and a changed image (even one swapped for
+another of the same size), dataset or prompt is regenerated. Each finished batch is committed before the next
 starts; with WAL and synchronous=NORMAL a killed process (even SIGKILL) loses at most the batch in flight.
 """
 
@@ -48,11 +49,22 @@ def prediction_key(
     sample_id: str,
     prompt: str,
     prompt_sha256: str,
+    image_sha256: str,
     image_size: int | None,
     max_new_tokens: int,
 ) -> str:
     """The cache key of one request (sha256 over every input that can change the output)."""
-    parts = [fingerprint, task, data_checksum, sample_id, prompt_sha256, prompt, str(image_size), str(max_new_tokens)]
+    parts = [
+        fingerprint,
+        task,
+        data_checksum,
+        sample_id,
+        prompt_sha256,
+        prompt,
+        image_sha256,
+        str(image_size),
+        str(max_new_tokens),
+    ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +23,33 @@ def _batch_size(value: str) -> int | None:
     return int(value)
 
 
+def _whole(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``least`` (argparse turns the ValueError into exit 2 naming the option)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, not {value!r}")
+        return number
+
+    parse.__name__ = f"whole number >= {least}"
+    return parse
+
+
+def _positive_seconds(value: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {value!r}")
+    return seconds
+
+
 def _model_args(items: Sequence[str], models: Sequence[str]) -> dict[str, dict[str, str]]:
     """``MODEL.KEY=VALUE`` items grouped by model; the model part must be one of ``models`` (names may contain dots,
     so the longest matching model name wins)."""
@@ -36,16 +63,35 @@ def _model_args(items: Sequence[str], models: Sequence[str]) -> dict[str, dict[s
     return out
 
 
+def new_run_dir(parent: Path, now: datetime | None = None) -> Path:
+    """A fresh ``parent/<timestamp>`` folder of this run's own: created atomically, with ``-2``, ``-3``, ... when a
+    run started in the same second took the name. Only rank 0 of a distributed job creates it (the other ranks
+    write nothing)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return parent / stamp
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 10_000):
+        candidate = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise UsageError(f"could not create a new run folder in {parent}; pass --output DIR")
+
+
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rich.console import Console
 
     from medbench.registry import resolve_task_names
-    from medbench.runner import DEFAULT_MODELS, RunConfig, execute
+    from medbench.runconfig import DEFAULT_MODELS, RunConfig
+    from medbench.runner import execute
 
     no_selection = args.models is None and args.tasks is None and args.data_dir is None
     demo = args.demo or (no_selection and not os.environ.get("MEDBENCH_DATA"))
     models = [m.strip() for m in (args.models or ",".join(DEFAULT_MODELS)).split(",") if m.strip()]
-    output = args.output or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    output = args.output or new_run_dir(Path("runs"))
     config = RunConfig(
         models=models,
         tasks=resolve_task_names(args.tasks or "all"),
@@ -88,6 +134,9 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if err.quiet:
         return 0
     print_results(results, Console())
+    for info in results["tasks"].values():
+        for warning in info.get("warnings", []):
+            err.print(f"[bold yellow]warning[/]: {warning}", highlight=False)
     print_protocol_comparison(results, Console())
     print_judge(results, Console())
     counts = results.get("counts", {})
@@ -164,7 +213,7 @@ def _bertscore_args(parser: argparse.ArgumentParser) -> None:
         "--bertscore-model",
         help="BERTScore model id or path (default: roberta-large if cached, else the bundled all-MiniLM-L6-v2)",
     )
-    parser.add_argument("--bertscore-layers", type=int, help="BERTScore layer (required for unknown models)")
+    parser.add_argument("--bertscore-layers", type=_whole(1), help="BERTScore layer (required for unknown models)")
 
 
 def cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -208,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--demo", action="store_true", help="use the bundled demo set")
     run.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    run.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
+    run.add_argument("--limit", type=_whole(1), help="evaluate only the first N samples of each task")
     run.add_argument("--output", type=Path, help="run directory (default: runs/<timestamp>)")
     run.add_argument(
         "--closed-rule",
@@ -217,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="closed/open split: yesno (gold is yes/no; default) or answer_type (dataset labels)",
     )
     run.add_argument("--prompt", choices=("role", "generic"), default="role", help="prompt template style")
-    run.add_argument("--image-size", type=int, default=512, help="resize images to N x N (0 keeps originals)")
+    run.add_argument("--image-size", type=_whole(0), default=512, help="resize images to N x N (0 keeps originals)")
     run.add_argument("--full", action="store_true", help="rocov2: all test captions, not the fixed 1,000 subset")
-    run.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    run.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    run.add_argument("--seed", type=_whole(0), default=0, help="bootstrap seed")
+    run.add_argument("--resamples", type=_whole(1), default=1000, help="bootstrap resamples for the 95%% CIs")
     run.add_argument("--batch-size", default="auto", help="N, or auto (the adapter's own default)")
     run.add_argument(
         "--model-arg",
@@ -256,20 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument(
         "--judge-concurrency",
-        type=int,
+        type=_whole(1),
         default=16,
         metavar="N",
         help="requests in flight at once (local judge: batch size; default 16)",
     )
     judge.add_argument(
         "--judge-max-retries",
-        type=int,
+        type=_whole(0),
         default=6,
         metavar="N",
         help="retries per judge request on 429/5xx/timeouts/blank replies, with exponential backoff (default 6)",
     )
     judge.add_argument(
-        "--judge-timeout", type=float, default=600.0, metavar="S", help="seconds per judge request (default 600)"
+        "--judge-timeout",
+        type=_positive_seconds,
+        default=600.0,
+        metavar="S",
+        help="seconds per judge request (default 600)",
     )
     run.set_defaults(func=cmd_run)
 
@@ -279,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--protocol", default="strict", help="VQA protocol to report (default: strict)")
     score.add_argument("--json", action="store_true", help="print the result as JSON")
-    score.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    score.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    score.add_argument("--seed", type=_whole(0), default=0, help="bootstrap seed")
+    score.add_argument("--resamples", type=_whole(1), default=1000, help="bootstrap resamples for the 95%% CIs")
     _bertscore_args(score)
     score.set_defaults(func=cmd_score)
 
@@ -300,9 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medbench`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if getattr(args, "limit", None) is not None and args.limit <= 0:
-        print("medbench: error: --limit must be a positive number", file=sys.stderr)
-        return 2
     try:
         return int(args.func(args, ["medbench", *argv]))
     except MedbenchError as exc:

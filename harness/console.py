@@ -49,9 +49,15 @@ def progress_factory(console: Any) -> tuple[Any, Callable[[str, int], Any]]:
 
 
 def fmt_metric(entry: dict[str, Any] | None) -> str:
+    """A metric entry as text: a proportion in % with its CI, a count (``*_failures``, ``bertscore_empty``) as is,
+    a score on its own scale (``judge_score``, 1-5) unscaled."""
     if not entry or entry.get("value") is None:
         return "-"
     value, ci = entry["value"], entry.get("ci95")
+    if isinstance(value, int) and not isinstance(value, bool) and ci is None:
+        return str(value)
+    if entry.get("scale"):
+        return f"{value:.2f}\n{ci[0]:.2f}–{ci[1]:.2f}" if ci else f"{value:.2f}"
     text = f"{100 * value:.1f}"
     return f"{text}\n{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else text
 
@@ -77,7 +83,12 @@ def print_results(results: dict[str, Any], console: Any) -> None:
         table = Table(title=title)
         for header in ("model", "task", "n", *columns, "skipped"):
             label = header.removesuffix("_accuracy").replace("_sentence", "_sent").replace("bertscore_f1", "bertscore")
-            table.add_column(label, justify="left" if header in ("model", "task") else "right")
+            table.add_column(
+                label,
+                justify="left" if header in ("model", "task") else "right",
+                overflow="fold" if header == "model" else "ellipsis",
+            )
+        counts = results.get("counts", {})
         for model, per_task in results["metrics"].items():
             for task in tasks:
                 if task not in per_task:
@@ -87,11 +98,14 @@ def print_results(results: dict[str, Any], console: Any) -> None:
                 table.add_row(
                     model,
                     task,
-                    str(info["n_samples"]),
+                    str(counts.get(model, {}).get(task, {}).get("n", info["n_samples"])),
                     *(fmt_metric(metrics.get(c)) for c in columns),
-                    str(info["skipped"]["count"]),
+                    str(counts.get(model, {}).get(task, {}).get("skipped", info["skipped"]["count"])),
                 )
         console.print(table)
+        bertscore = results.get("scoring", {}).get("bertscore", {})
+        if kind == "caption" and bertscore and not bertscore.get("model"):
+            console.print(f"bertscore: not computed — {bertscore.get('origin')}", highlight=False)
 
 
 def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
@@ -101,7 +115,11 @@ def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
     names = list(results["scoring"]["protocols"])
     table = Table(title="Overall accuracy (%) under each protocol — the same predictions, scored as each peer does")
     for header in ("model", "task", *names):
-        table.add_column(header, justify="left" if header in ("model", "task") else "right")
+        table.add_column(
+            header,
+            justify="left" if header in ("model", "task") else "right",
+            overflow="fold" if header == "model" else "ellipsis",
+        )
     for model, per_task in results["metrics"].items():
         for task, metrics in per_task.items():
             if results["tasks"][task]["kind"] == "vqa":
@@ -127,14 +145,22 @@ def print_judge(results: dict[str, Any], console: Any) -> None:
     served = f"{judge['name']} · {judge['model']}"
     captions = Table(title=f"Caption judge score (1–5, 95% CI; failures are excluded, not zeros) · judge {served}")
     for header in ("model", "task", "judge_score", "n scored", "failures", "failure rate"):
-        captions.add_column(header, justify="left" if header in ("model", "task") else "right")
+        captions.add_column(
+            header,
+            justify="left" if header in ("model", "task") else "right",
+            overflow="fold" if header == "model" else "ellipsis",
+        )
     vqa = Table(title=f"Open-answer equivalence judge vs strict (judged open questions) · judge {served}")
     vqa.caption = (
         "agree: judge verdict = strict verdict; +judge: strict wrong, judge equivalent; -exact: strict right, judge "
         "not equivalent (clinical keeps those right); clinical open: open accuracy with the judge (failures left out)"
     )
     for header in ("model", "task", "judged", "agree %", "κ", "+judge", "-exact", "failed", "clinical open %"):
-        vqa.add_column(header, justify="left" if header in ("model", "task") else "right")
+        vqa.add_column(
+            header,
+            justify="left" if header in ("model", "task") else "right",
+            overflow="fold" if header == "model" else "ellipsis",
+        )
     for model, per_task in results["metrics"].items():
         for task, metrics in per_task.items():
             if "caption" in metrics and "judge_score" in metrics["caption"]:

@@ -3,17 +3,20 @@
 Requests already in the cache are not sent to the model. The rest are sorted by prompt length (so batches pad
 little) and generated batch by batch; each batch's outputs are committed to the cache before the next batch
 starts. The caller gets every output back keyed by sample id, in any order, plus how many were generated and how
-many came from the cache.
+many came from the cache. A request whose image cannot be read or decoded at generation time (possible with
+``--no-verify-images``) is retried alone; if it fails alone it is returned in ``failed`` with the reason — a
+skipped sample, counted, never a crashed run and never an empty prediction.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from medbench.cache import PredictionCache, prediction_key
+from medbench.errors import SampleError
 from medbench.models.base import Model
 from medbench.prompts import prompt_hash
 from medbench.schema import Request
@@ -28,10 +31,19 @@ class Generated:
     outputs: dict[str, str]
     generated: int
     cached: int
+    failed: dict[str, str] = field(default_factory=dict)  # sample id -> why it could not be generated
 
 
-def request_keys(model: Model, requests: Sequence[Request], *, prompt_style: str, data_checksum: str) -> list[str]:
-    """The cache key of every request (see :func:`medbench.cache.prediction_key`)."""
+def request_keys(
+    model: Model,
+    requests: Sequence[Request],
+    *,
+    prompt_style: str,
+    data_checksum: str,
+    image_sha256: Sequence[str],
+) -> list[str]:
+    """The cache key of every request (see :func:`medbench.cache.prediction_key`); ``image_sha256`` holds the
+    digest of each request's image bytes, in the same order."""
     fingerprint = model.fingerprint()
     return [
         prediction_key(
@@ -41,11 +53,38 @@ def request_keys(model: Model, requests: Sequence[Request], *, prompt_style: str
             sample_id=r.sample_id,
             prompt=r.prompt,
             prompt_sha256=prompt_hash(prompt_style, r.kind),
+            image_sha256=digest,
             image_size=r.image_size,
             max_new_tokens=r.max_new_tokens,
         )
-        for r in requests
+        for r, digest in zip(requests, image_sha256, strict=True)
     ]
+
+
+def _generate_batch(model: Model, batch: Sequence[Request]) -> tuple[list[str | None], dict[str, str]]:
+    """Outputs of one batch (None where a request failed) and the failures' reasons. A batch that raises
+    :class:`SampleError` is retried one request at a time, so one unreadable image costs only its own sample."""
+    try:
+        return list(_checked(model, batch)), {}
+    except SampleError:
+        if len(batch) == 1:
+            raise
+    texts: list[str | None] = []
+    failed: dict[str, str] = {}
+    for request in batch:
+        try:
+            texts.extend(_checked(model, [request]))
+        except SampleError as exc:
+            texts.append(None)
+            failed[request.sample_id] = str(exc)
+    return texts, failed
+
+
+def _checked(model: Model, batch: Sequence[Request]) -> list[str]:
+    texts = model.generate(list(batch))
+    if len(texts) != len(batch):
+        raise RuntimeError(f"model {model.name} returned {len(texts)} outputs for {len(batch)} requests")
+    return ["" if t is None else str(t) for t in texts]
 
 
 def generate_all(
@@ -66,15 +105,16 @@ def generate_all(
         key=lambda pair: len(pair[0].prompt),
     )
     fingerprint = model.fingerprint()
+    failed: dict[str, str] = {}
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        texts = model.generate([r for r, _ in batch])
-        if len(texts) != len(batch):
-            raise RuntimeError(f"model {model.name} returned {len(texts)} outputs for {len(batch)} requests")
-        texts = ["" if t is None else str(t) for t in texts]
-        cache.put_many(
-            (k, model.name, fingerprint, r.task, r.sample_id, t) for (r, k), t in zip(batch, texts, strict=True)
-        )
-        outputs.update((r.sample_id, t) for (r, _), t in zip(batch, texts, strict=True))
+        try:
+            texts, batch_failed = _generate_batch(model, [r for r, _ in batch])
+        except SampleError as exc:
+            texts, batch_failed = [None], {batch[0][0].sample_id: str(exc)}
+        failed.update(batch_failed)
+        done = [(r, k, t) for (r, k), t in zip(batch, texts, strict=True) if t is not None]
+        cache.put_many((k, model.name, fingerprint, r.task, r.sample_id, t) for r, k, t in done)
+        outputs.update((r.sample_id, t) for r, _, t in done)
         advance(len(batch))
-    return Generated(outputs, generated=len(todo), cached=len(found))
+    return Generated(outputs, generated=len(todo) - len(failed), cached=len(found), failed=failed)

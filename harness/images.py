@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ _lock = threading.Lock()
 _row_groups: OrderedDict[tuple[str, int, str], list[Any]] = OrderedDict()
 _zips: OrderedDict[str, zipfile.ZipFile] = OrderedDict()
 _MAX_ROW_GROUPS = 2
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f...>" in PIL messages
 _MAX_ZIPS = 4
 
 
@@ -67,19 +69,28 @@ def _zip(path: str) -> zipfile.ZipFile:
 
 def _parquet_cell(ref: ImageRef) -> bytes:
     import pyarrow.parquet as pq
+    from pyarrow import ArrowException as ArrowError
 
     column = ref.member or "image"
     key = (ref.path, ref.row_group, column)
     cells = _row_groups.get(key)
     if cells is None:
-        table = pq.ParquetFile(ref.path).read_row_group(ref.row_group, columns=[column])
+        try:
+            table = pq.ParquetFile(ref.path).read_row_group(ref.row_group, columns=[column])
+        except (OSError, ValueError, ArrowError) as exc:  # corrupt pages: pyarrow raises ArrowInvalid/OSError
+            raise SampleError(
+                f"{ref.describe()}: the parquet file is corrupt ({exc.__class__.__name__}: {exc}); re-download it"
+            ) from exc
         cells = table.column(0).to_pylist()
         _row_groups[key] = cells
         while len(_row_groups) > _MAX_ROW_GROUPS:
             _row_groups.popitem(last=False)
     else:
         _row_groups.move_to_end(key)
-    cell = cells[ref.row]
+    try:
+        cell = cells[ref.row]
+    except IndexError:
+        raise SampleError(f"{ref.describe()}: the parquet file has no such row; re-download the dataset") from None
     data = cell.get("bytes") if isinstance(cell, dict) else cell
     if not data:
         raise SampleError(f"{ref.describe()}: the image cell holds no bytes")
@@ -97,7 +108,7 @@ def read_image_bytes(ref: ImageRef) -> bytes:
             return _parquet_cell(ref)
     except SampleError:
         raise
-    except (OSError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, IndexError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise SampleError(
             f"{ref.describe()}: image cannot be read ({exc.__class__.__name__}: {exc}); "
             "check that the dataset was downloaded completely"
@@ -112,9 +123,21 @@ def decode_image(data: bytes, *, where: str, size: int | None) -> Image.Image:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        # PIL refuses images over 2 x MAX_IMAGE_PIXELS (a decompression bomb); it is not an OSError.
         raise SampleError(
-            f"{where}: image is corrupt or not an image ({exc}); re-download or remove this sample"
+            f"{where}: image refused as a possible decompression bomb ({exc}); remove this sample or check the file"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        # PIL's own message names the in-memory buffer by its address, which would make two identical runs'
+        # skip reasons differ.
+        raise SampleError(
+            f"{where}: image is corrupt or not an image (no format PIL reads); re-download or remove this sample"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SampleError(
+            f"{where}: image is corrupt or not an image ({_ADDRESS.sub('>', str(exc))}); re-download or remove "
+            "this sample"
         ) from exc
     if size:
         rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)

@@ -9,11 +9,13 @@ so a killed run keeps everything it finished.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,16 @@ from typing import Any
 from medbench import __version__
 from medbench.cache import PredictionCache, default_cache_path
 from medbench.distributed import world
-from medbench.errors import DataError, SampleError, UsageError
+from medbench.errors import UsageError
 from medbench.fileio import write_json_atomic, write_jsonl_atomic
 from medbench.generation import generate_all, request_keys
-from medbench.images import check_image
 from medbench.models.base import Model
-from medbench.prompts import prompt_hash, render_prompt
+from medbench.preparation import PreparedTask, Progress, prepare_task, training_split
+from medbench.prompts import render_prompt
 from medbench.provenance import environment, redact_urls, stable_hash
-from medbench.registry import check_model_name, create_model, get_task
-from medbench.schema import Request, Sample
+from medbench.registry import check_model_name, create_model
+from medbench.runconfig import RunConfig
+from medbench.schema import Request
 from medbench.scoring.aggregate import (
     ScoringOptions,
     aggregate,
@@ -40,69 +43,11 @@ from medbench.scoring.aggregate import (
 )
 from medbench.scoring.bertscore import choose_model
 from medbench.scoring.bertscore import variant as bertscore_variant
-from medbench.scoring.caption import lexical_variants
 from medbench.scoring.judged import agreement_report
 from medbench.scoring.protocols import get_protocol, protocols
-from medbench.stats import DEFAULT_RESAMPLES
-from medbench.tasks.base import LoadedSplit, LoadOptions, Skipped, Task, locate
+from medbench.tasks.base import Skipped
 
 MAX_NEW_TOKENS = {"vqa": 32, "caption": 256}
-DEFAULT_MODELS = ("prior", "yes")
-
-
-@dataclass
-class RunConfig:
-    """Everything that decides a run's numbers; hashed into ``run.json``."""
-
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    tasks: list[str] = field(default_factory=list)
-    output: Path = Path("runs")
-    data_dir: Path | None = None
-    demo: bool = False
-    split: str = "test"
-    limit: int | None = None
-    closed_rule: str = "yesno"
-    protocol: str = "strict"
-    prompt: str = "role"
-    image_size: int = 512
-    full: bool = False
-    seed: int = 0
-    resamples: int = DEFAULT_RESAMPLES
-    batch_size: int | None = None
-    verify_images: bool = True
-    bertscore_model: str | None = None
-    bertscore_layers: int | None = None
-    cache: Path | None = None  # None: default_cache_path()
-    no_cache: bool = False
-    model_args: dict[str, dict[str, str]] = field(default_factory=dict)
-    judge: str | None = None  # --judge: a preset (deepseek), another name with judge_base_url + judge_model, hf:<path>
-    judge_base_url: str | None = None
-    judge_model: str | None = None
-    judge_api_key_env: str | None = None  # the variable's name; the key itself is read from the environment only
-    judge_concurrency: int = 16
-    judge_max_retries: int = 6
-    judge_timeout: float = 600.0
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["output"] = str(self.output)
-        data["data_dir"] = str(self.data_dir) if self.data_dir else None
-        data["cache"] = str(self.cache) if self.cache else None
-        return redact_urls(data)  # a URL may carry credentials (user:pass@host, ?api_key=...)
-
-
-@dataclass
-class PreparedTask:
-    """A loaded task split, its images checked, ready for every model."""
-
-    task: Task
-    split: LoadedSplit
-    samples: list[Sample]
-    skipped: list[Skipped]
-    info: dict[str, Any]
-
-
-Progress = Callable[[str, int], Any]  # (description, total) -> context manager yielding advance(n)
 
 
 @dataclass
@@ -138,63 +83,6 @@ class Judging:
         return describe(self.backend)
 
 
-def _closed_counts(samples: Sequence[Sample]) -> dict[str, int]:
-    counts = Counter(s.answer_type for s in samples)
-    return {"closed": counts.get("closed", 0), "open": counts.get("open", 0)}
-
-
-def prepare_task(name: str, config: RunConfig, progress: Progress) -> PreparedTask:
-    """Locate, load and check one task's evaluation split."""
-    task = get_task(name)
-    if config.split not in task.splits:
-        raise DataError(f"task {name!r} has no split {config.split!r}; it has {', '.join(task.splits)}")
-    source = locate(task, config.split, data_dir=config.data_dir, demo=config.demo)
-    options = LoadOptions(closed_rule=config.closed_rule, full=config.full, seed=config.seed)
-    loaded = task.load(source, config.split, options)
-    skipped = list(loaded.skipped)
-    samples = loaded.samples[: config.limit] if config.limit else list(loaded.samples)
-    if config.verify_images and samples:
-        good: list[Sample] = []
-        with progress(f"checking images {name}", len(samples)) as advance:
-            for sample in samples:
-                try:
-                    check_image(sample.image)
-                    good.append(sample)
-                except SampleError as exc:
-                    skipped.append(Skipped(sample.image.describe(), str(exc), sample.id))
-                advance(1)
-        samples = good
-    if not samples:
-        reasons = "; ".join(s.reason for s in skipped[:3])
-        raise DataError(f"task {name!r}: no usable samples in {source.root} ({len(skipped)} skipped: {reasons})")
-    info = {
-        "split": config.split,
-        "kind": task.kind,
-        "data": source.describe() | {"layout": loaded.layout, "checksum": loaded.checksum(), "files": loaded.files},
-        "n_samples": len(samples),
-        "n_loaded": len(loaded.samples),
-        "limit": config.limit,
-        "skipped": {"count": len(skipped), "samples": [s.as_dict() for s in skipped]},
-        "notes": loaded.notes,
-    }
-    if task.kind == "vqa":
-        fallback = sum(1 for s in samples if s.metadata.get("closed_rule_fallback"))
-        info["closed_rule"] = {
-            "rule": config.closed_rule,
-            **_closed_counts(samples),
-            "fallback_to_yesno": fallback,
-        }
-    else:
-        info["metric_variants"] = lexical_variants()
-    info["prompt"] = {"style": config.prompt, "sha256": prompt_hash(config.prompt, task.kind)}
-    return PreparedTask(task, loaded, samples, skipped, info)
-
-
-def _training_split(task: Task, config: RunConfig) -> list[Sample]:
-    source = locate(task, "train", data_dir=config.data_dir, demo=config.demo)
-    return task.load(source, "train", LoadOptions(closed_rule=config.closed_rule, full=True)).samples
-
-
 def run_model_on_task(
     model: Model,
     prepared: PreparedTask,
@@ -225,7 +113,13 @@ def run_model_on_task(
         )
         for s in prepared.samples
     ]
-    keys = request_keys(model, requests, prompt_style=config.prompt, data_checksum=prepared.split.checksum())
+    keys = request_keys(
+        model,
+        requests,
+        prompt_style=config.prompt,
+        data_checksum=prepared.split.checksum(),
+        image_sha256=[prepared.image_sha256[s.id] for s in prepared.samples],
+    )
     job = world()
     mine = job.shard(list(zip(requests, keys, strict=True)))  # the whole list in a single-process run
     # Blind baselines are instant: a throwaway in-memory store instead of the shared cache.
@@ -241,11 +135,14 @@ def run_model_on_task(
             batch_size=config.batch_size or model.batch_size,
             advance=advance,
         )
-    parts = job.gather((result.outputs, result.generated, result.cached))
+    parts = job.gather((result.outputs, result.generated, result.cached, result.failed))
     if not job.is_main:
         return [], {}
-    merged = {sample_id: text for outputs_part, _, _ in parts for sample_id, text in outputs_part.items()}
-    samples = prepared.samples
+    merged = {sample_id: text for outputs_part, *_ in parts for sample_id, text in outputs_part.items()}
+    failed = {sample_id: reason for *_, failed_part in parts for sample_id, reason in failed_part.items()}
+    # A sample whose image failed at generation time (only possible with --no-verify-images) is skipped for this
+    # model, with its reason, rather than scored as an empty answer.
+    samples = [s for s in prepared.samples if s.id not in failed]
     outputs = [merged[s.id] for s in samples]
     scores = score_batch(kind, outputs, [s.reference for s in samples], [s.answer_type for s in samples], scoring)
     rows = [
@@ -271,12 +168,18 @@ def run_model_on_task(
             judge_counts = judge_rows(kind, rows, judge.backend, judge.cache, advance)
     write_jsonl_atomic(out_dir / "predictions" / safe_name(model.name) / f"{task.name}.jsonl", rows)
     counts = {
-        "generated": sum(g for _, g, _ in parts),
-        "cached": sum(c for _, _, c in parts),
-        "skipped": len(prepared.skipped),
+        "n": len(rows),
+        "generated": sum(part[1] for part in parts),
+        "cached": sum(part[2] for part in parts),
+        "skipped": len(prepared.skipped) + len(failed),
+        "generation_failed": len(failed),
         "empty_outputs": sum(1 for o in outputs if not o.strip()),
         **judge_counts,
     }
+    if failed:
+        counts["generation_failures"] = [
+            Skipped(s.image.describe(), failed[s.id], s.id).as_dict() for s in prepared.samples if s.id in failed
+        ]
     return rows, counts
 
 
@@ -289,36 +192,126 @@ def _skip_write(path: Path, data: Any) -> None:
     """Non-main ranks of a distributed run write nothing."""
 
 
+def claim_run_dir(out_dir: Path) -> dict[str, Any] | None:
+    """Make ``out_dir`` this run's own folder. A folder holding an earlier medbench run is cleared of that run's
+    records first (its predictions stay in the cache), so two runs are never mixed in one folder; a non-empty
+    folder that is not a run directory is refused. Returns what was replaced, if anything."""
+    if not out_dir.exists():
+        out_dir.mkdir(parents=True)
+        return None
+    if not out_dir.is_dir():
+        raise UsageError(f"--output {out_dir} exists and is not a folder; choose another --output")
+    previous_record = out_dir / "run.json"
+    if not previous_record.is_file():
+        if any(out_dir.iterdir()):
+            raise UsageError(
+                f"--output {out_dir} is not empty and holds no medbench run (no run.json); "
+                "choose a new or empty folder so that no other files are mixed into this run's results"
+            )
+        return None
+    try:
+        previous = json.loads(previous_record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    for name in RUN_FILES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return {"started": previous.get("started"), "status": previous.get("status")}
+
+
+#: What a run writes into its folder (and what a later run in the same folder replaces).
+RUN_FILES = ("run.json", "results.json", "predictions", "report")
+
+
+def thread_settings() -> dict[str, Any]:
+    """The CPU thread settings a run used (recorded in ``run.json``; scores are computed thread-independently)."""
+    settings: dict[str, Any] = {
+        var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+    settings["cpu_count"] = os.cpu_count()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        settings["torch_num_threads"] = torch.get_num_threads()
+        settings["torch_num_interop_threads"] = torch.get_num_interop_threads()
+    return settings
+
+
 def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run every model on every task and write the run directory; returns the results document."""
+    """Run every model on every task and write the run directory; returns the results document.
+
+    Everything that can be checked without data is checked first — option values, model names, protocol, the
+    BERTScore model, each model's configuration (checkpoint and adapter present) and the judge — so a mistake is
+    reported in seconds, not after every task has been loaded. A run that stops with an error leaves
+    ``"status": "failed"`` and the reason in ``run.json``.
+    """
+    config.validate()
     for name in config.models:
         check_model_name(name)
     get_protocol(config.protocol)
     bertscore = choose_model(config.bertscore_model, config.bertscore_layers)
     cache_path = None if config.no_cache else (config.cache or default_cache_path())
-    # The judge is set up before any work, so a missing key or model stops the run at once. Rank 0 judges the
-    # merged rows of a distributed run.
-    judging = Judging.start(config, cache_path) if world().is_main else None
-    out_dir = config.output
     job = world()
+    # Building a model is cheap (weights load on first use) and checks its configuration.
+    models = [create_model(name, **config.model_args.get(name, {})) for name in config.models]
+    for model in models:
+        if config.batch_size:
+            model.batch_size = config.batch_size  # the user's batch size, not capped at the adapter's default
+    # Rank 0 judges the merged rows of a distributed run.
+    judging = Judging.start(config, cache_path) if job.is_main else None
+    out_dir = config.output
     save = write_json_atomic if job.is_main else _skip_write  # only rank 0 writes the run directory
-    if job.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    replaced = claim_run_dir(out_dir) if job.is_main else None
     run_info: dict[str, Any] = {
         "medbench_version": __version__,
         "status": "running",
-        "started": started,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": redact_urls(list(argv if argv is not None else sys.argv)),
         "config": config.to_json(),
         "config_sha256": stable_hash(config.to_json()),
         "seeds": {"bootstrap": config.seed, "bootstrap_resamples": config.resamples},
         "data": "demo" if config.demo else "user",
         "world_size": job.size,
+        "threads": thread_settings(),
         **environment(),
     }
+    if replaced is not None:
+        run_info["replaced_previous_run"] = replaced
     save(out_dir / "run.json", run_info)
+    try:
+        results = _evaluate(config, progress, models, bertscore, cache_path, judging, run_info, save)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        run_info.update(
+            status="interrupted" if interrupted else "failed",
+            error=("interrupted by the user" if interrupted else f"{exc.__class__.__name__}: {exc}"),
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        save(out_dir / "run.json", run_info)
+        raise
+    finally:
+        if judging is not None:
+            judging.cache.close()
+    run_info["threads"] = thread_settings()  # torch may have been imported since (BERTScore, HF models)
+    run_info.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    save(out_dir / "run.json", run_info)
+    return results
 
+
+def _evaluate(
+    config: RunConfig,
+    progress: Progress,
+    models: Sequence[Model],
+    bertscore: Any,
+    cache_path: Path | None,
+    judging: Judging | None,
+    run_info: dict[str, Any],
+    save: Callable[[Path, Any], None],
+) -> dict[str, Any]:
+    """The run proper: prepare every task once, then each model on each task; returns the results document."""
+    out_dir = config.output
     prepared = {name: prepare_task(name, config, progress) for name in config.tasks}
     run_info["tasks"] = {name: {k: v for k, v in p.info.items() if k != "skipped"} for name, p in prepared.items()}
     save(out_dir / "run.json", run_info)
@@ -339,8 +332,7 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "metrics": {},
         "subgroups": {},
     }
-    cache = PredictionCache(cache_path)
-    run_info["cache"] = str(cache.path) if cache.path else None
+    run_info["cache"] = str(cache_path) if cache_path else None
     if judging is not None:
         results["judge"] = run_info["judge"] = judging.describe()
         results["scoring"]["protocols"]["clinical"] += (
@@ -349,44 +341,58 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         results["judge_agreement"] = {}
         save(out_dir / "run.json", run_info)
     run_info["counts"] = {}
-    for model_name in config.models:
-        model = create_model(model_name, **config.model_args.get(model_name, {}))
-        run_info["counts"][model_name] = {}
-        results["metrics"][model_name] = {}
-        results["subgroups"][model_name] = {}
-        for name, task_data in prepared.items():
-            if model.needs_training_data:
-                model.fit(name, _training_split(task_data.task, config))
-            started_at = time.perf_counter()
-            scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
-            rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache, judging)
-            if not job.is_main:
-                continue
-            run_info["counts"][model_name][name] = counts
-            save(out_dir / "run.json", run_info)
-            elapsed = time.perf_counter() - started_at
-            results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
-            if task_data.task.kind == "vqa" and scoring.subgroup_fields:
-                results["subgroups"][model_name][name] = subgroups_vqa(rows, scoring)
-            if judging is not None:
-                # What the server says it ran (an alias like deepseek-chat moves between model versions).
-                seen = {r["judge"].get("server_model") for r in rows if "judge" in r} - {None}
-                judge_info = results["judge"]  # the same dict as run_info["judge"]
-                judge_info["server_models"] = sorted(set(judge_info.get("server_models", [])) | seen)
-            if judging is not None and task_data.task.kind == "vqa":
-                report = agreement_report(rows, config.resamples, config.seed)
-                results["judge_agreement"].setdefault(model_name, {})[name] = report
-            results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
-            results["tasks"][name].setdefault("timing", {})[model_name] = {
-                "seconds": round(elapsed, 3),
-                "samples_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
-            }
-            save(out_dir / "results.json", results)
-    cache.close()
-    if judging is not None:
-        judging.cache.close()
+    with PredictionCache(cache_path) as cache:
+        for model in models:
+            _evaluate_model(model, prepared, config, progress, bertscore, cache, judging, results, run_info, save)
+            model.release()  # free this model's weights before the next one loads
     results["counts"] = run_info["counts"]
     save(out_dir / "results.json", results)
-    run_info.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    save(out_dir / "run.json", run_info)
     return results
+
+
+def _evaluate_model(
+    model: Model,
+    prepared: dict[str, PreparedTask],
+    config: RunConfig,
+    progress: Progress,
+    bertscore: Any,
+    cache: PredictionCache,
+    judging: Judging | None,
+    results: dict[str, Any],
+    run_info: dict[str, Any],
+    save: Callable[[Path, Any], None],
+) -> None:
+    """One model on every prepared task: rows, metrics and records, saved after each task."""
+    out_dir = config.output
+    model_name = model.name
+    run_info["counts"][model_name] = {}
+    results["metrics"][model_name] = {}
+    results["subgroups"][model_name] = {}
+    for name, task_data in prepared.items():
+        if model.needs_training_data:
+            model.fit(name, training_split(task_data.task, config))
+        started_at = time.perf_counter()
+        scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
+        rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache, judging)
+        if not world().is_main:
+            continue
+        run_info["counts"][model_name][name] = counts
+        save(out_dir / "run.json", run_info)
+        elapsed = time.perf_counter() - started_at
+        results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
+        if task_data.task.kind == "vqa" and scoring.subgroup_fields:
+            results["subgroups"][model_name][name] = subgroups_vqa(rows, scoring)
+        if judging is not None:
+            # What the server says it ran (an alias like deepseek-chat moves between model versions).
+            seen = {r["judge"].get("server_model") for r in rows if "judge" in r} - {None}
+            judge_info = results["judge"]  # the same dict as run_info["judge"]
+            judge_info["server_models"] = sorted(set(judge_info.get("server_models", [])) | seen)
+        if judging is not None and task_data.task.kind == "vqa":
+            report = agreement_report(rows, config.resamples, config.seed)
+            results["judge_agreement"].setdefault(model_name, {})[name] = report
+        results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
+        results["tasks"][name].setdefault("timing", {})[model_name] = {
+            "seconds": round(elapsed, 3),
+            "samples_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
+        }
+        save(out_dir / "results.json", results)

@@ -112,7 +112,7 @@ def test_limit(tmp_path: Path) -> None:
     [
         (["run", "--tasks", "slak"], "unknown task 'slak'; known tasks:"),
         (["run", "--demo", "--models", "gpt5"], "unknown model 'gpt5'; known models:"),
-        (["run", "--demo", "--limit", "0"], "--limit must be a positive number"),
+        (["run", "--demo", "--limit", "0"], "argument --limit: must be a whole number >= 1"),
     ],
 )
 def test_bad_names_exit_2_with_a_clear_message(tmp_path: Path, args: list[str], message: str) -> None:

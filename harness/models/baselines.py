@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from medbench.errors import DataError
 from medbench.models.base import Model
 from medbench.schema import Request, Sample
 from medbench.scoring.normalize import normalize_answer
@@ -53,7 +54,10 @@ class PriorBaseline(Model):
 
     def fit(self, task: str, train: Sequence[Sample]) -> None:
         if not train:
-            raise ValueError(f"prior baseline: the training split of {task!r} is empty")
+            raise DataError(
+                f"prior baseline: the training split of {task!r} has no usable samples, so there is no prior to "
+                "learn; add the task's train split to the data folder, or run without the prior model"
+            )
         self._fitted[task] = len(train)
         if train[0].question is None:
             self._caption[task] = _most_common(Counter(s.reference.strip() for s in train))

@@ -1,0 +1,67 @@
+"""What a run is asked to do: :class:`RunConfig`, the one place its options and their allowed values live."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medbench.errors import UsageError
+from medbench.provenance import redact_urls
+from medbench.stats import DEFAULT_RESAMPLES
+
+DEFAULT_MODELS = ("prior", "yes")
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers; hashed into ``run.json``."""
+
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    tasks: list[str] = field(default_factory=list)
+    output: Path = Path("runs")
+    data_dir: Path | None = None
+    demo: bool = False
+    split: str = "test"
+    limit: int | None = None
+    closed_rule: str = "yesno"
+    protocol: str = "strict"
+    prompt: str = "role"
+    image_size: int = 512
+    full: bool = False
+    seed: int = 0
+    resamples: int = DEFAULT_RESAMPLES
+    batch_size: int | None = None
+    verify_images: bool = True
+    bertscore_model: str | None = None
+    bertscore_layers: int | None = None
+    cache: Path | None = None  # None: default_cache_path()
+    no_cache: bool = False
+    model_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    judge: str | None = None  # --judge: a preset (deepseek), another name with judge_base_url + judge_model, hf:<path>
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    judge_api_key_env: str | None = None  # the variable's name; the key itself is read from the environment only
+    judge_concurrency: int = 16
+    judge_max_retries: int = 6
+    judge_timeout: float = 600.0
+
+    def validate(self) -> None:
+        """Refuse option values that would crash later or quietly mean something else (exit 2, naming the option)."""
+        checks = [
+            ("--resamples", self.resamples, 1, "bootstrap resamples for the 95% CIs"),
+            ("--seed", self.seed, 0, "the bootstrap seed"),
+            ("--image-size", self.image_size, 0, "N x N pixels, or 0 to keep the original size"),
+            ("--limit", self.limit, 1, "samples per task"),
+            ("--batch-size", self.batch_size, 1, "requests per model call, or auto"),
+        ]
+        for option, value, least, meaning in checks:
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise UsageError(f"{option} must be a whole number >= {least} ({meaning}), not {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output"] = str(self.output)
+        data["data_dir"] = str(self.data_dir) if self.data_dir else None
+        data["cache"] = str(self.cache) if self.cache else None
+        return redact_urls(data)  # a URL may carry credentials (user:pass@host, ?api_key=...)
