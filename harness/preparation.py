@@ -39,7 +39,7 @@ def _closed_counts(samples: Sequence[Sample]) -> dict[str, int]:
     return {"closed": counts.get("closed", 0), "open": counts.get("open", 0)}
 
 
-def _image_digests(
+def image_digests(
     samples: Sequence[Sample], verify: bool, progress: Progress, name: str
 ) -> tuple[dict[ImageRef, str], dict[ImageRef, str]]:
     """sha256 of the bytes behind every distinct image reference, and the references that failed, with the reason.
@@ -101,7 +101,7 @@ def prepare_task(name: str, config: RunConfig, progress: Progress) -> PreparedTa
     loaded = task.load(source, config.split, options)
     skipped = list(loaded.skipped)
     samples = loaded.samples[: config.limit] if config.limit else list(loaded.samples)
-    digests, failed = _image_digests(samples, config.verify_images, progress, name)
+    digests, failed = image_digests(samples, config.verify_images, progress, name)
     skipped += [Skipped(s.image.describe(), failed[s.image], s.id) for s in samples if s.image in failed]
     samples = [s for s in samples if s.image not in failed]
     if not samples:
