@@ -1,4 +1,4 @@
-"""The loaders on the real third-party files in /work/shared/realdata (read by path, never copied into the
+"""The loaders on the real third-party files in ../shared/realdata (read by path, never copied into the
 repository; every test skips cleanly where the files are absent). Images are tiny stand-ins written into
 tmp_path unless the real ones are there (VQA-RAD's test images are)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,8 @@ from conftest import image_bytes, load_split, write_image, write_mirror_parquet
 
 from medbench.tasks._readers import mirror_text
 
-REAL = Path("/work/shared/realdata")
+#: ``shared/realdata`` beside the checkout (as on the developers' machines and in CI), or ``$MEDBENCH_REALDATA``.
+REAL = Path(os.environ.get("MEDBENCH_REALDATA") or Path(__file__).resolve().parents[3] / "shared" / "realdata")
 
 
 def real(relative: str) -> Path:
