@@ -83,6 +83,7 @@ def new_run_dir(parent: Path, now: datetime | None = None) -> Path:
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from medbench.registry import resolve_task_names
     from medbench.runconfig import DEFAULT_MODELS, RunConfig
@@ -136,7 +137,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print_results(results, Console())
     for info in results["tasks"].values():
         for warning in info.get("warnings", []):
-            err.print(f"[bold yellow]warning[/]: {warning}", highlight=False)
+            err.print(f"[bold yellow]warning[/]: {escape(warning)}", highlight=False)
     print_protocol_comparison(results, Console())
     print_judge(results, Console())
     counts = results.get("counts", {})

@@ -105,7 +105,7 @@ def print_results(results: dict[str, Any], console: Any) -> None:
         console.print(table)
         bertscore = results.get("scoring", {}).get("bertscore", {})
         if kind == "caption" and bertscore and not bertscore.get("model"):
-            console.print(f"bertscore: not computed — {bertscore.get('origin')}", highlight=False)
+            console.print(f"bertscore: not computed — {bertscore.get('origin')}", highlight=False, markup=False)
 
 
 def print_protocol_comparison(results: dict[str, Any], console: Any) -> None:
