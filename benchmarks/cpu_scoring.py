@@ -20,7 +20,6 @@ import time
 
 import numpy as np
 
-from medbench.scoring import aggregate as aggregate_module
 from medbench.scoring.aggregate import ScoringOptions, aggregate, score_rows
 from medbench.stats import DEFAULT_RESAMPLES
 
@@ -105,7 +104,6 @@ def clear_caches() -> None:
     normalize.normalize_answer.cache_clear()
     normalize.legacy_normalize.cache_clear()
     stats._counts.cache_clear()
-    aggregate_module._BLEU_STATS.clear()
 
 
 def medbench_way(tasks: dict[str, list[dict]], options: ScoringOptions) -> tuple[float, float]:
@@ -115,10 +113,10 @@ def medbench_way(tasks: dict[str, list[dict]], options: ScoringOptions) -> tuple
     for task, rows in tasks.items():
         kind = "caption" if task == "rocov2" else "vqa"
         start = time.perf_counter()
-        score_rows(kind, rows, options)
+        stats = score_rows(kind, rows, options)
         scoring += time.perf_counter() - start
         start = time.perf_counter()
-        aggregate(kind, rows, options)
+        aggregate(kind, rows, options, bleu_stats=stats)
         aggregation += time.perf_counter() - start
     return scoring, aggregation
 

@@ -11,6 +11,7 @@ skipped sample, counted, never a crashed run and never an empty prediction.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ class Generated:
     generated: int
     cached: int
     failed: dict[str, str] = field(default_factory=dict)  # sample id -> why it could not be generated
+    model_seconds: float = 0.0  # time spent inside the model's generate calls (not cache look-ups or commits)
 
 
 def request_keys(
@@ -106,15 +108,18 @@ def generate_all(
     )
     fingerprint = model.fingerprint()
     failed: dict[str, str] = {}
+    model_seconds = 0.0
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
+        started = time.perf_counter()
         try:
             texts, batch_failed = _generate_batch(model, [r for r, _ in batch])
         except SampleError as exc:
             texts, batch_failed = [None], {batch[0][0].sample_id: str(exc)}
+        model_seconds += time.perf_counter() - started
         failed.update(batch_failed)
         done = [(r, k, t) for (r, k), t in zip(batch, texts, strict=True) if t is not None]
         cache.put_many((k, model.name, fingerprint, r.task, r.sample_id, t) for r, k, t in done)
         outputs.update((r.sample_id, t) for r, _, t in done)
         advance(len(batch))
-    return Generated(outputs, generated=len(todo) - len(failed), cached=len(found), failed=failed)
+    return Generated(outputs, len(todo) - len(failed), len(found), failed, model_seconds)

@@ -24,6 +24,7 @@ from medbench import __version__
 from medbench.cache import PredictionCache, default_cache_path
 from medbench.distributed import world
 from medbench.errors import UsageError
+from medbench.evaluation import TaskEvaluation, evaluate_rows
 from medbench.fileio import write_json_atomic, write_jsonl_atomic
 from medbench.generation import generate_all, request_keys
 from medbench.models.base import Model
@@ -35,15 +36,11 @@ from medbench.runconfig import RunConfig
 from medbench.schema import Request
 from medbench.scoring.aggregate import (
     ScoringOptions,
-    aggregate,
     answer_of,
     headline_protocol,
-    score_batch,
-    subgroups_vqa,
 )
 from medbench.scoring.bertscore import choose_model
 from medbench.scoring.bertscore import variant as bertscore_variant
-from medbench.scoring.judged import agreement_report
 from medbench.scoring.protocols import get_protocol, protocols
 from medbench.tasks.base import Skipped
 
@@ -83,6 +80,16 @@ class Judging:
         return describe(self.backend)
 
 
+@dataclass
+class TaskRun:
+    """One model on one task: its prediction rows, counts, numbers and timing."""
+
+    rows: list[dict[str, Any]]
+    counts: dict[str, Any]
+    evaluation: TaskEvaluation
+    timing: dict[str, Any]
+
+
 def run_model_on_task(
     model: Model,
     prepared: PreparedTask,
@@ -92,14 +99,16 @@ def run_model_on_task(
     scoring: ScoringOptions,
     cache: PredictionCache,
     judge: Judging | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
+) -> TaskRun | None:
     """Outputs (cached or generated), scores, judgements (with a judge) and ``predictions/<model>/<task>.jsonl``
     for one model and task.
 
     The JSONL file is rebuilt in dataset order from the outputs, so a resumed run writes exactly the file an
-    uninterrupted run would. Returns the rows and the generated/cached/skipped (and judge) counts.
+    uninterrupted run would. Returns the rows, the generated/cached/skipped (and judge) counts, the numbers and the
+    timing; None on the other ranks of a distributed run.
     """
     task, kind = prepared.task, prepared.task.kind
+    wall_started = time.perf_counter()
     requests = [
         Request(
             s.id,
@@ -135,16 +144,16 @@ def run_model_on_task(
             batch_size=config.batch_size or model.batch_size,
             advance=advance,
         )
-    parts = job.gather((result.outputs, result.generated, result.cached, result.failed))
+    parts = job.gather((result.outputs, result.generated, result.cached, result.failed, result.model_seconds))
     if not job.is_main:
-        return [], {}
-    merged = {sample_id: text for outputs_part, *_ in parts for sample_id, text in outputs_part.items()}
-    failed = {sample_id: reason for *_, failed_part in parts for sample_id, reason in failed_part.items()}
+        return None
+    # parts: one (outputs, generated, cached, failed, model_seconds) per rank
+    merged = {sample_id: text for part in parts for sample_id, text in part[0].items()}
+    failed = {sample_id: reason for part in parts for sample_id, reason in part[3].items()}
     # A sample whose image failed at generation time (only possible with --no-verify-images) is skipped for this
     # model, with its reason, rather than scored as an empty answer.
     samples = [s for s in prepared.samples if s.id not in failed]
     outputs = [merged[s.id] for s in samples]
-    scores = score_batch(kind, outputs, [s.reference for s in samples], [s.answer_type for s in samples], scoring)
     rows = [
         {
             "id": s.id,
@@ -156,16 +165,28 @@ def run_model_on_task(
             "prediction": output,
             "answer": answer_of(kind, output),
             "metadata": dict(s.metadata),
-            "scores": score,
+            "scores": {},  # set by evaluate_rows
         }
-        for s, output, score in zip(samples, outputs, scores, strict=True)
+        for s, output in zip(samples, outputs, strict=True)
     ]
     judge_counts: dict[str, int] = {}
-    if judge is not None:
+    judge_seconds = 0.0
+
+    def judge_fold(scored: list[dict[str, Any]]) -> None:
+        nonlocal judge_counts, judge_seconds
+        assert judge is not None
         from medbench.judges.runs import judge_rows, targets
 
-        with progress(f"judge · {model.name} · {task.name}", len(targets(kind, rows))) as advance:
-            judge_counts = judge_rows(kind, rows, judge.backend, judge.cache, advance)
+        started = time.perf_counter()
+        with progress(f"judge · {model.name} · {task.name}", len(targets(kind, scored))) as advance:
+            judge_counts = judge_rows(kind, scored, judge.backend, judge.cache, advance)
+        judge_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    evaluation = evaluate_rows(
+        kind, rows, scoring, judge_fold=judge_fold if judge is not None else None, judged=judge is not None
+    )
+    scoring_seconds = time.perf_counter() - started - judge_seconds
     write_jsonl_atomic(out_dir / "predictions" / safe_name(model.name) / f"{task.name}.jsonl", rows)
     counts = {
         "n": len(rows),
@@ -180,7 +201,20 @@ def run_model_on_task(
         counts["generation_failures"] = [
             Skipped(s.image.describe(), failed[s.id], s.id).as_dict() for s in prepared.samples if s.id in failed
         ]
-    return rows, counts
+    generated = counts["generated"]
+    model_seconds = sum(part[4] for part in parts)
+    timing = {
+        "seconds": round(time.perf_counter() - wall_started, 3),  # the whole (model, task), wall clock
+        # Around model calls only (cache lookups, scoring and judging excluded); summed over ranks.
+        "generation": {
+            "seconds": round(model_seconds, 3),
+            "samples": generated,
+            "samples_per_s": round(generated / model_seconds, 1) if model_seconds > 0 else None,
+        },
+        "scoring_seconds": round(scoring_seconds, 3),
+        "judging_seconds": round(judge_seconds, 3) if judge is not None else None,
+    }
+    return TaskRun(rows, counts, evaluation, timing)
 
 
 def safe_name(model_name: str) -> str:
@@ -371,28 +405,23 @@ def _evaluate_model(
     for name, task_data in prepared.items():
         if model.needs_training_data:
             model.fit(name, training_split(task_data.task, config))
-        started_at = time.perf_counter()
         scoring = ScoringOptions(config.resamples, config.seed, bertscore, task_data.task.subgroup_fields)
-        rows, counts = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache, judging)
-        if not world().is_main:
+        run = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache, judging)
+        if run is None:  # another rank of a distributed run: rank 0 evaluates and writes
             continue
-        run_info["counts"][model_name][name] = counts
+        rows = run.rows
+        run_info["counts"][model_name][name] = run.counts
         save(out_dir / "run.json", run_info)
-        elapsed = time.perf_counter() - started_at
-        results["metrics"][model_name][name] = aggregate(task_data.task.kind, rows, scoring)
+        results["metrics"][model_name][name] = run.evaluation.metrics
         if task_data.task.kind == "vqa" and scoring.subgroup_fields:
-            results["subgroups"][model_name][name] = subgroups_vqa(rows, scoring)
+            results["subgroups"][model_name][name] = run.evaluation.subgroups
         if judging is not None:
             # What the server says it ran (an alias like deepseek-chat moves between model versions).
             seen = {r["judge"].get("server_model") for r in rows if "judge" in r} - {None}
             judge_info = results["judge"]  # the same dict as run_info["judge"]
             judge_info["server_models"] = sorted(set(judge_info.get("server_models", [])) | seen)
-        if judging is not None and task_data.task.kind == "vqa":
-            report = agreement_report(rows, config.resamples, config.seed)
-            results["judge_agreement"].setdefault(model_name, {})[name] = report
+        if judging is not None and run.evaluation.judge_agreement is not None:
+            results["judge_agreement"].setdefault(model_name, {})[name] = run.evaluation.judge_agreement
         results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
-        results["tasks"][name].setdefault("timing", {})[model_name] = {
-            "seconds": round(elapsed, 3),
-            "samples_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
-        }
+        results["tasks"][name].setdefault("timing", {})[model_name] = run.timing
         save(out_dir / "results.json", results)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from medbench.errors import DataError
+from medbench.evaluation import evaluate_rows
 from medbench.schema import TaskKind
-from medbench.scoring.aggregate import CAPTION_PROTOCOL, ScoringOptions, aggregate, score_rows
+from medbench.scoring.aggregate import CAPTION_PROTOCOL, ScoringOptions
 from medbench.scoring.protocols import get_protocol
 from medbench.scoring.vqa import coerce_text
 
@@ -78,13 +79,18 @@ def score_files(paths: Sequence[Path], protocol: str, options: ScoringOptions) -
     out: dict[str, Any] = {"protocol": protocol, "tasks": {}}
     for task, rows in read_rows(paths).items():
         kind = task_kind(task, rows)
-        score_rows(kind, rows, options)
-        if any("judge" in r for r in rows):
+        stale = 0
+
+        def reuse(scored: list[dict[str, Any]]) -> None:
+            # Verdicts recorded by a judged run, while each still matches its row's prompt.
+            nonlocal stale
             from medbench.judges.runs import reuse_recorded
 
-            stale = reuse_recorded(rows)
-            if stale:
-                out.setdefault("judge_records_ignored", {})[task] = stale
-        metrics = aggregate(kind, rows, options)
-        out["tasks"][task] = metrics[CAPTION_PROTOCOL if kind == "caption" else protocol]
+            stale = reuse_recorded(scored)
+
+        judged = any("judge" in r for r in rows)
+        evaluation = evaluate_rows(kind, rows, options, judge_fold=reuse if judged else None)
+        if stale:
+            out.setdefault("judge_records_ignored", {})[task] = stale
+        out["tasks"][task] = evaluation.metrics[CAPTION_PROTOCOL if kind == "caption" else protocol]
     return out

@@ -27,6 +27,7 @@ from medbench.scoring.judged import (
     CLINICAL,
     agreement_report,
     caption_judge_metrics,
+    caption_judge_score,
     equivalence_records,
     failure_entries,
 )
@@ -64,13 +65,25 @@ def score_batch(
 ) -> list[dict[str, float]]:
     """Per-sample scores for a batch: ``{protocol: score, "protocol/extra": value}`` (VQA) or
     ``{metric: value}`` (captions)."""
+    return score_batch_with_stats(kind, predictions, references, answer_types, options)[0]
+
+
+def score_batch_with_stats(
+    kind: TaskKind,
+    predictions: Sequence[Any],
+    references: Sequence[str],
+    answer_types: Sequence[str | None],
+    options: ScoringOptions,
+) -> tuple[list[dict[str, float]], np.ndarray | None]:
+    """:func:`score_batch` plus, for captions, each pair's BLEU statistics (one pass yields both; the corpus BLEU
+    of :func:`aggregate_captions` is computed from them). Nothing is remembered between calls."""
     if kind == "caption":
         pairs = list(zip([coerce_text(p) for p in predictions], [str(r) for r in references], strict=True))
-        out = []
-        # One pass over the captions also yields their BLEU statistics, memoised for aggregate_captions.
-        for (lexical, stats), pair in zip(map_chunks(_caption_chunk, pairs), pairs, strict=True):
+        out: list[dict[str, float]] = []
+        stats: list[list[int]] = []
+        for lexical, pair_stats in map_chunks(_caption_chunk, pairs):
             out.append(lexical)
-            _remember_bleu_stats(pair, stats)
+            stats.append(pair_stats)
         texts = [p for p, _ in pairs]
         if options.bertscore is not None and options.bertscore.model is not None:
             result = bertscore(texts, references, options.bertscore)
@@ -78,7 +91,7 @@ def score_batch(
                 row["bertscore_f1"] = value
                 # An empty candidate or reference scores 0 without reaching the model; counted, never hidden.
                 row["bertscore_empty"] = float(empty)
-        return out
+        return out, (np.asarray(stats, dtype=np.int64) if pairs else None)
     rows = []
     registered = list(protocols().values())
     for prediction, reference, answer_type in zip(predictions, references, answer_types, strict=True):
@@ -88,22 +101,13 @@ def score_batch(
             scores[protocol.name] = values["score"]
             scores.update({f"{protocol.name}/{k}": v for k, v in values.items() if k != "score"})
         rows.append(scores)
-    return rows
+    return rows, None
 
 
-_BLEU_STATS: dict[tuple[str, str], list[int]] = {}
-_BLEU_STATS_MAX = 200_000
-
-
-def _remember_bleu_stats(pair: tuple[str, str], stats: list[int]) -> None:
-    if len(_BLEU_STATS) >= _BLEU_STATS_MAX:
-        _BLEU_STATS.clear()
-    _BLEU_STATS[pair] = stats
-
-
-def score_rows(kind: TaskKind, rows: Sequence[dict[str, Any]], options: ScoringOptions) -> None:
-    """Recompute and set ``row["scores"]`` for prediction rows (``prediction``, ``reference``, ``answer_type``)."""
-    scores = score_batch(
+def score_rows(kind: TaskKind, rows: Sequence[dict[str, Any]], options: ScoringOptions) -> np.ndarray | None:
+    """Recompute and set ``row["scores"]`` for prediction rows (``prediction``, ``reference``, ``answer_type``);
+    returns the captions' per-row BLEU statistics (None for VQA) for :func:`aggregate`."""
+    scores, stats = score_batch_with_stats(
         kind,
         [r["prediction"] for r in rows],
         [r["reference"] for r in rows],
@@ -112,6 +116,7 @@ def score_rows(kind: TaskKind, rows: Sequence[dict[str, Any]], options: ScoringO
     )
     for row, score in zip(rows, scores, strict=True):
         row["scores"] = score
+    return stats
 
 
 def _bleu_chunk(pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
@@ -131,31 +136,61 @@ def _mean_metric(values: np.ndarray, options: ScoringOptions) -> dict[str, Any]:
     return metric_entry(float(values.mean()), ci, int(values.size))
 
 
-def _protocol_metrics(protocol: Protocol, rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> Metrics:
+def protocol_samples(protocol: Protocol, rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{metric: (mask, values)}`` for one VQA protocol: the metric is the mean of ``values[mask]``. The mask
+    applies the protocol's own closed rule and leaves out samples without a score (``None``: the judge failed on a
+    sample only it could decide). The one place that says which samples each headline metric counts."""
     closed = np.array([protocol.is_closed(str(r["reference"]), r.get("answer_type")) for r in rows], dtype=bool)
-    # None: the judge failed on a sample only it could decide (clinical with a judge) -- left out, not a zero.
     raw = [r["scores"][protocol.name] for r in rows]
     scores = np.array([np.nan if v is None else float(v) for v in raw], dtype=np.float64)
     valid = ~np.isnan(scores)
-    metrics = {
-        "closed_accuracy": _mean_metric(scores[closed & valid], options),
-        "open_accuracy": _mean_metric(scores[~closed & valid], options),
-        "overall_accuracy": _mean_metric(scores[valid], options),
+    out = {
+        "closed_accuracy": (closed & valid, scores),
+        "open_accuracy": (~closed & valid, scores),
+        "overall_accuracy": (valid, scores),
     }
+    everything = np.ones_like(closed)
     for metric, (key, subset) in protocol.extra_metrics.items():
-        mask = {"closed": closed, "open": ~closed, "all": np.ones_like(closed)}[subset]
-        values = [float(r["scores"][f"{protocol.name}/{key}"]) for r, keep in zip(rows, mask, strict=True) if keep]
-        metrics[metric] = _mean_metric(np.array(values, dtype=np.float64), options)
-    return metrics
+        mask = {"closed": closed, "open": ~closed, "all": everything}[subset]
+        name = f"{protocol.name}/{key}"
+        values = np.array(
+            [float(r["scores"][name]) if keep else np.nan for r, keep in zip(rows, mask, strict=True)],
+            dtype=np.float64,
+        )
+        out[metric] = (mask, values)
+    return out
 
 
-def aggregate_vqa(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
+def caption_samples(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{metric: (mask, values)}`` for the per-sample caption metrics every row has (``bleu4_sentence``,
+    ``token_recall``, ``rouge1``, ``bertscore_f1``) and ``judge_score`` (rows with a valid judge score). Corpus BLEU
+    is not a mean of per-sample values and has no entry."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    everything = np.ones(len(rows), dtype=bool)
+    for name in CAPTION_METRICS[1:]:
+        if rows and all(name in r["scores"] for r in rows):
+            out[name] = (everything, np.array([float(r["scores"][name]) for r in rows], dtype=np.float64))
+    judged = [caption_judge_score(r) for r in rows]
+    if any(v is not None for v in judged):
+        values = np.array([np.nan if v is None else v for v in judged], dtype=np.float64)
+        out["judge_score"] = (~np.isnan(values), values)
+    return out
+
+
+def _protocol_metrics(protocol: Protocol, rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> Metrics:
+    return {m: _mean_metric(values[mask], options) for m, (mask, values) in protocol_samples(protocol, rows).items()}
+
+
+def aggregate_vqa(
+    rows: Sequence[Mapping[str, Any]], options: ScoringOptions, agreement: Mapping[str, Any] | None = None
+) -> dict[str, Metrics]:
     """``{protocol: {closed_accuracy, open_accuracy, overall_accuracy, ...extras}}``; with judged rows,
-    ``clinical`` also gets ``judge_failures``, ``judge_failure_rate`` and ``judge_agreement_with_strict``."""
+    ``clinical`` also gets ``judge_failures``, ``judge_failure_rate`` and ``judge_agreement_with_strict`` (from
+    ``agreement``, the :func:`~medbench.scoring.judged.agreement_report` of these rows, computed here if not given)."""
     metrics = {name: _protocol_metrics(p, rows, options) for name, p in protocols().items()}
     records = equivalence_records(rows)
     if records and CLINICAL in metrics:
-        report = agreement_report(rows, options.resamples, options.seed)
+        report = agreement if agreement is not None else agreement_report(rows, options.resamples, options.seed)
         metrics[CLINICAL] |= failure_entries(records)
         metrics[CLINICAL]["judge_agreement_with_strict"] = report["agreement_with_strict"]
     return metrics
@@ -193,16 +228,17 @@ def subgroups_vqa(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) ->
     return out
 
 
-def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
-    """``{"caption": {bleu, bleu4_sentence, token_recall, rouge1, bertscore_f1?}}``."""
+def aggregate_captions(
+    rows: Sequence[Mapping[str, Any]], options: ScoringOptions, bleu_stats: np.ndarray | None = None
+) -> dict[str, Metrics]:
+    """``{"caption": {bleu, bleu4_sentence, token_recall, rouge1, bertscore_f1?}}``; ``bleu_stats`` are the rows'
+    BLEU statistics from :func:`score_rows` (computed here when not given)."""
     metrics: Metrics = {}
     if rows:
-        pairs = [(coerce_text(r.get("prediction")), str(r["reference"])) for r in rows]
-        known = {pair: _BLEU_STATS[pair] for pair in pairs if pair in _BLEU_STATS}
-        missing = list(dict.fromkeys(pair for pair in pairs if pair not in known))
-        if missing:
-            known.update(zip(missing, map_chunks(_bleu_chunk, missing), strict=True))
-        stats = np.asarray([known[pair] for pair in pairs], dtype=np.int64)
+        stats = bleu_stats
+        if stats is None or len(stats) != len(rows):
+            pairs = [(coerce_text(r.get("prediction")), str(r["reference"])) for r in rows]
+            stats = np.asarray(map_chunks(_bleu_chunk, pairs), dtype=np.int64)
         ci = bootstrap_corpus_ci(
             stats,
             bleu_from_statistics,
@@ -213,9 +249,9 @@ def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOption
         metrics["bleu"] = metric_entry(bleu_from_statistics(stats.sum(axis=0)), ci, len(rows))
     else:
         metrics["bleu"] = metric_entry(None, None, 0)
-    for name in CAPTION_METRICS[1:]:
-        if rows and all(name in r["scores"] for r in rows):
-            metrics[name] = _mean_metric(np.array([float(r["scores"][name]) for r in rows]), options)
+    for name, (mask, values) in caption_samples(rows).items():
+        if name != "judge_score":  # its entry (with scale and failures) comes from caption_judge_metrics
+            metrics[name] = _mean_metric(values[mask], options)
     if rows and all("bertscore_empty" in r["scores"] for r in rows):
         empty = int(sum(float(r["scores"]["bertscore_empty"]) for r in rows))
         metrics["bertscore_empty"] = metric_entry(empty, None, len(rows))
@@ -223,9 +259,19 @@ def aggregate_captions(rows: Sequence[Mapping[str, Any]], options: ScoringOption
     return {CAPTION_PROTOCOL: metrics}
 
 
-def aggregate(kind: TaskKind, rows: Sequence[Mapping[str, Any]], options: ScoringOptions) -> dict[str, Metrics]:
-    """Metrics for one task's scored rows."""
-    return aggregate_captions(rows, options) if kind == "caption" else aggregate_vqa(rows, options)
+def aggregate(
+    kind: TaskKind,
+    rows: Sequence[Mapping[str, Any]],
+    options: ScoringOptions,
+    *,
+    bleu_stats: np.ndarray | None = None,
+    agreement: Mapping[str, Any] | None = None,
+) -> dict[str, Metrics]:
+    """Metrics for one task's scored rows (``bleu_stats``: see :func:`aggregate_captions`; ``agreement``: the
+    judge agreement report when already computed, see :func:`aggregate_vqa`)."""
+    if kind == "caption":
+        return aggregate_captions(rows, options, bleu_stats)
+    return aggregate_vqa(rows, options, agreement)
 
 
 def headline_protocol(kind: TaskKind, protocol: str) -> str:

@@ -62,6 +62,14 @@ def failure_entries(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
     }
 
 
+def caption_judge_score(row: Mapping[str, Any]) -> float | None:
+    """The row's valid Appendix D judge score (1-5), or None (not judged, or the judgement failed)."""
+    record = row.get("judge")
+    if not isinstance(record, Mapping) or record.get("kind") != CAPTION_KIND or record.get("score") is None:
+        return None
+    return float(record["score"])
+
+
 def caption_judge_metrics(rows: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, dict[str, Any]]:
     """``judge_score`` (mean 1–5 score over valid judgements, percentile-bootstrap CI) plus the failure entries;
     empty when no row was judged."""

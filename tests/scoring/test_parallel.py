@@ -2,8 +2,7 @@ import random
 
 import pytest
 
-from medbench.scoring import aggregate as aggregate_module
-from medbench.scoring.aggregate import ScoringOptions, aggregate_captions, score_batch
+from medbench.scoring.aggregate import ScoringOptions, aggregate_captions, score_batch, score_batch_with_stats
 from medbench.scoring.parallel import MIN_PARALLEL_ITEMS
 
 
@@ -35,18 +34,16 @@ def test_parallel_scoring_equals_serial(monkeypatch: pytest.MonkeyPatch) -> None
     results = {}
     for workers in ("1", "2"):
         monkeypatch.setenv("MEDBENCH_SCORING_WORKERS", workers)
-        aggregate_module._BLEU_STATS.clear()
         scores = score_batch("caption", preds, refs, [None] * len(preds), options)
         rows = [{"prediction": p, "reference": r, "scores": s} for p, r, s in zip(preds, refs, scores, strict=True)]
         results[workers] = (scores, aggregate_captions(rows, options))
     assert results["1"] == results["2"]
 
 
-def test_bleu_memo_does_not_change_results() -> None:
+def test_bleu_statistics_from_scoring_equal_recomputed_ones() -> None:
+    # BLEU statistics are returned by scoring (no module-global memo); aggregating with or without them agrees.
     preds, refs = _captions(300)
     options = ScoringOptions(resamples=200)
-    scores = score_batch("caption", preds, refs, [None] * len(preds), options)
+    scores, stats = score_batch_with_stats("caption", preds, refs, [None] * len(preds), options)
     rows = [{"prediction": p, "reference": r, "scores": s} for p, r, s in zip(preds, refs, scores, strict=True)]
-    remembered = aggregate_captions(rows, options)
-    aggregate_module._BLEU_STATS.clear()
-    assert aggregate_captions(rows, options) == remembered
+    assert aggregate_captions(rows, options, stats) == aggregate_captions(rows, options)
