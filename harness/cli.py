@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 
 from medbench import __version__
@@ -63,40 +62,18 @@ def _model_args(items: Sequence[str], models: Sequence[str]) -> dict[str, dict[s
     return out
 
 
-def new_run_dir(parent: Path, now: datetime | None = None) -> Path:
-    """A fresh ``parent/<timestamp>`` folder of this run's own: created atomically, with ``-2``, ``-3``, ... when a
-    run started in the same second took the name. Only rank 0 of a distributed job creates it (the other ranks
-    write nothing)."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    if int(os.environ.get("RANK", "0")) != 0:
-        return parent / stamp
-    parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 10_000):
-        candidate = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise UsageError(f"could not create a new run folder in {parent}; pass --output DIR")
-
-
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from medbench.registry import resolve_task_names
-    from medbench.runconfig import DEFAULT_MODELS, RunConfig
-    from medbench.runner import execute
+    from medbench.api import evaluate
+    from medbench.runconfig import DEFAULT_MODELS
 
     no_selection = args.models is None and args.tasks is None and args.data_dir is None
     demo = args.demo or (no_selection and not os.environ.get("MEDBENCH_DATA"))
     models = [m.strip() for m in (args.models or ",".join(DEFAULT_MODELS)).split(",") if m.strip()]
-    output = args.output or new_run_dir(Path("runs"))
-    config = RunConfig(
-        models=models,
-        tasks=resolve_task_names(args.tasks or "all"),
-        output=output,
+    options = dict(
+        output=args.output,
         data_dir=args.data_dir,
         demo=demo,
         split=args.split,
@@ -131,7 +108,9 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     bar, progress = progress_factory(err)
     with bar:
-        results = execute(config, progress, argv)
+        run = evaluate(models, args.tasks or "all", progress=progress, argv=argv, **options)
+    results = run.to_json()
+    output = run.run_dir or Path(".")
     if err.quiet:
         return 0
     print_results(results, Console())

@@ -8,6 +8,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medbench.errors import DataError, SampleError
@@ -32,6 +33,7 @@ class PreparedTask:
     skipped: list[Skipped]
     info: dict[str, Any]
     image_sha256: dict[str, str]  # sample id -> sha256 of its image bytes (part of every prediction's cache key)
+    root: Path  # the data folder the images were read from
 
 
 def _closed_counts(samples: Sequence[Sample]) -> dict[str, int]:
@@ -136,7 +138,7 @@ def prepare_task(name: str, config: RunConfig, progress: Progress) -> PreparedTa
         info["metric_variants"] = lexical_variants()
     info["warnings"] = warnings
     info["prompt"] = {"style": config.prompt, "sha256": prompt_hash(config.prompt, task.kind)}
-    return PreparedTask(task, loaded, samples, skipped, info, {s.id: digests[s.image] for s in samples})
+    return PreparedTask(task, loaded, samples, skipped, info, {s.id: digests[s.image] for s in samples}, source.root)
 
 
 def training_split(task: Task, config: RunConfig) -> list[Sample]:

@@ -32,6 +32,14 @@ from medbench.preparation import PreparedTask, Progress, prepare_task, training_
 from medbench.prompts import render_prompt
 from medbench.provenance import environment, redact_urls, stable_hash
 from medbench.registry import check_model_name, create_model
+from medbench.results import (
+    Comparability,
+    RunResults,
+    TaskResult,
+    comparability_settings,
+    image_record,
+    safe_name,
+)
 from medbench.runconfig import RunConfig
 from medbench.schema import Request
 from medbench.scoring.aggregate import (
@@ -43,8 +51,6 @@ from medbench.scoring.bertscore import choose_model
 from medbench.scoring.bertscore import variant as bertscore_variant
 from medbench.scoring.protocols import get_protocol, protocols
 from medbench.tasks.base import Skipped
-
-MAX_NEW_TOKENS = {"vqa": 32, "caption": 256}
 
 
 @dataclass
@@ -118,7 +124,7 @@ def run_model_on_task(
             s.question,
             s.image,
             config.image_size or None,
-            MAX_NEW_TOKENS[kind],
+            task.max_new_tokens,
         )
         for s in prepared.samples
     ]
@@ -165,6 +171,7 @@ def run_model_on_task(
             "prediction": output,
             "answer": answer_of(kind, output),
             "metadata": dict(s.metadata),
+            "image": image_record(s.image, prepared.root, prepared.image_sha256[s.id]),
             "scores": {},  # set by evaluate_rows
         }
         for s, output in zip(samples, outputs, strict=True)
@@ -215,11 +222,6 @@ def run_model_on_task(
         "judging_seconds": round(judge_seconds, 3) if judge is not None else None,
     }
     return TaskRun(rows, counts, evaluation, timing)
-
-
-def safe_name(model_name: str) -> str:
-    """A model name usable as a folder name (``hf:/x/y+lora:z`` -> ``hf__x_y+lora_z``)."""
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model_name).strip("._") or "model"
 
 
 def _skip_write(path: Path, data: Any) -> None:
@@ -273,8 +275,8 @@ def thread_settings() -> dict[str, Any]:
     return settings
 
 
-def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run every model on every task and write the run directory; returns the results document.
+def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = None) -> RunResults:
+    """Run every model on every task and write the run directory; returns the run's results.
 
     Everything that can be checked without data is checked first — option values, model names, protocol, the
     BERTScore model, each model's configuration (checkpoint and adapter present) and the judge — so a mistake is
@@ -343,14 +345,14 @@ def _evaluate(
     judging: Judging | None,
     run_info: dict[str, Any],
     save: Callable[[Path, Any], None],
-) -> dict[str, Any]:
-    """The run proper: prepare every task once, then each model on each task; returns the results document."""
+) -> RunResults:
+    """The run proper: prepare every task once, then each model on each task; returns the run's results."""
     out_dir = config.output
     prepared = {name: prepare_task(name, config, progress) for name in config.tasks}
     run_info["tasks"] = {name: {k: v for k, v in p.info.items() if k != "skipped"} for name, p in prepared.items()}
     save(out_dir / "run.json", run_info)
 
-    results: dict[str, Any] = {
+    header: dict[str, Any] = {
         "medbench_version": __version__,
         "data": "demo" if config.demo else "user",
         "headline_protocol": config.protocol,
@@ -363,24 +365,22 @@ def _evaluate(
             "bootstrap": {"method": "percentile", "resamples": config.resamples, "seed": config.seed},
         },
         "models": {},
-        "metrics": {},
-        "subgroups": {},
     }
     run_info["cache"] = str(cache_path) if cache_path else None
     if judging is not None:
-        results["judge"] = run_info["judge"] = judging.describe()
-        results["scoring"]["protocols"]["clinical"] += (
+        header["judge"] = run_info["judge"] = judging.describe()
+        header["scoring"]["protocols"]["clinical"] += (
             f"; with the LLM equivalence judge {judging.backend.model} on open answers neither accepts"
         )
-        results["judge_agreement"] = {}
         save(out_dir / "run.json", run_info)
+    results = RunResults(header, run_dir=out_dir)
     run_info["counts"] = {}
     with PredictionCache(cache_path) as cache:
         for model in models:
             _evaluate_model(model, prepared, config, progress, bertscore, cache, judging, results, run_info, save)
             model.release()  # free this model's weights before the next one loads
-    results["counts"] = run_info["counts"]
-    save(out_dir / "results.json", results)
+    if world().is_main:
+        results.write(out_dir)
     return results
 
 
@@ -392,7 +392,7 @@ def _evaluate_model(
     bertscore: Any,
     cache: PredictionCache,
     judging: Judging | None,
-    results: dict[str, Any],
+    results: RunResults,
     run_info: dict[str, Any],
     save: Callable[[Path, Any], None],
 ) -> None:
@@ -400,8 +400,6 @@ def _evaluate_model(
     out_dir = config.output
     model_name = model.name
     run_info["counts"][model_name] = {}
-    results["metrics"][model_name] = {}
-    results["subgroups"][model_name] = {}
     for name, task_data in prepared.items():
         if model.needs_training_data:
             model.fit(name, training_split(task_data.task, config))
@@ -409,19 +407,33 @@ def _evaluate_model(
         run = run_model_on_task(model, task_data, config, out_dir, progress, scoring, cache, judging)
         if run is None:  # another rank of a distributed run: rank 0 evaluates and writes
             continue
-        rows = run.rows
         run_info["counts"][model_name][name] = run.counts
         save(out_dir / "run.json", run_info)
-        results["metrics"][model_name][name] = run.evaluation.metrics
-        if task_data.task.kind == "vqa" and scoring.subgroup_fields:
-            results["subgroups"][model_name][name] = run.evaluation.subgroups
         if judging is not None:
             # What the server says it ran (an alias like deepseek-chat moves between model versions).
-            seen = {r["judge"].get("server_model") for r in rows if "judge" in r} - {None}
-            judge_info = results["judge"]  # the same dict as run_info["judge"]
+            seen = {r["judge"].get("server_model") for r in run.rows if "judge" in r} - {None}
+            judge_info = results.header["judge"]  # the same dict as run_info["judge"]
             judge_info["server_models"] = sorted(set(judge_info.get("server_models", [])) | seen)
-        if judging is not None and run.evaluation.judge_agreement is not None:
-            results["judge_agreement"].setdefault(model_name, {})[name] = run.evaluation.judge_agreement
-        results["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
-        results["tasks"][name].setdefault("timing", {})[model_name] = run.timing
-        save(out_dir / "results.json", results)
+        results.header["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
+        settings = comparability_settings(
+            task=name,
+            task_info=task_data.info,
+            scoring=results.header["scoring"],
+            judge=results.header.get("judge"),
+            image_size=config.image_size,
+            max_new_tokens=task_data.task.max_new_tokens,
+        )
+        has_subgroups = task_data.task.kind == "vqa" and bool(scoring.subgroup_fields)
+        results.add(
+            TaskResult(
+                model=model_name,
+                task=name,
+                metrics=run.evaluation.metrics,
+                counts=run.counts,
+                comparability=Comparability.of(settings),
+                subgroups=run.evaluation.subgroups if has_subgroups else None,
+                judge_agreement=run.evaluation.judge_agreement if judging is not None else None,
+                timing=run.timing,
+            )
+        )
+        results.write(out_dir)

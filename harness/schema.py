@@ -17,6 +17,10 @@ AnswerType = Literal["closed", "open"]
 TaskKind = Literal["vqa", "caption"]
 ImageKind = Literal["file", "zip", "parquet"]
 
+#: Each task kind's generation budget: short answers for VQA, a paragraph for captions. A task may set its own
+#: (:attr:`medbench.tasks.base.Task.max_new_tokens`); every Request carries the value it was built with.
+MAX_NEW_TOKENS: dict[TaskKind, int] = {"vqa": 32, "caption": 256}
+
 #: The paper resizes every image to 512x512 before training and inference.
 DEFAULT_IMAGE_SIZE = 512
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from medbench.errors import DataError, SampleError
-from medbench.schema import AnswerType, ImageRef, Sample, TaskKind
+from medbench.schema import MAX_NEW_TOKENS, AnswerType, ImageRef, Sample, TaskKind
 from medbench.scoring.normalize import is_yes_no
 from medbench.tasks._readers import value_kind
 
@@ -177,6 +177,11 @@ class Task(ABC):
     hub: ClassVar[HubMirror]
     #: One paragraph telling the user what files are expected where, and how to get them.
     expected_layout: ClassVar[str]
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The generation budget of this task's requests (its kind's, unless a task overrides it)."""
+        return MAX_NEW_TOKENS[self.kind]
 
     @abstractmethod
     def load(self, source: DataSource, split: str, options: LoadOptions) -> LoadedSplit:

@@ -401,9 +401,16 @@ def variant(choice: BertScoreChoice) -> dict[str, Any]:
         lib = f"bert-score {version('bert-score')}, transformers {version('transformers')}"
     except PackageNotFoundError:
         lib = None
+    weights = None
+    if choice.path and Path(choice.path).is_dir():
+        from medbench.filehash import ALGORITHM, tree_digest
+
+        # The model's content, so a result's comparability does not hinge on where the weights are installed.
+        weights = {"algorithm": ALGORITHM, "value": tree_digest(choice.path)}
     return {
         "model": choice.model,
         "num_layers": choice.num_layers,
+        "weights_digest": weights,
         "origin": choice.origin,
         "idf": False,
         "rescale_with_baseline": False,

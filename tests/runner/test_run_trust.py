@@ -190,7 +190,7 @@ def test_an_output_folder_that_is_not_a_run_is_refused(medbench: Run, tmp_path: 
 def test_two_runs_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from medbench.cli import new_run_dir
+    from medbench.api import new_run_dir
 
     now = datetime(2026, 12, 1, 12, 0, 0)
     first, second = new_run_dir(tmp_path, now), new_run_dir(tmp_path, now)
