@@ -20,7 +20,7 @@ from medbench.errors import UsageError
 from medbench.results import RunResults
 from medbench.runconfig import DEFAULT_MODELS, RunConfig
 
-_PATHS = ("output", "data_dir", "cache")
+_PATHS = ("output", "data_dir", "cache", "config_file")
 
 
 def new_run_dir(parent: Path, now: datetime | None = None, *, create: bool = True) -> Path:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from medbench import __version__
 from medbench.console import fmt_metric, print_judge, print_protocol_comparison, print_results, progress_factory
@@ -99,6 +100,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         judge_concurrency=args.judge_concurrency,
         judge_max_retries=args.judge_max_retries,
         judge_timeout=args.judge_timeout,
+        config_file=args.config,
     )
     err = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0)  # one voice in a torchrun job
     if demo:
@@ -227,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate models on tasks (no arguments: blind baselines on the demo set)")
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file with the same keys as these flags (closed_rule = ..., [model_args.NAME]); flags override it",
+    )
     run.add_argument("--models", help="comma-separated model names (default: prior,yes)")
     run.add_argument("--tasks", help="'all' or comma-separated task names (default: all)")
     run.add_argument(
@@ -305,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds per judge request (default 600)",
     )
     run.set_defaults(func=cmd_run)
+    parser._medbench_run = run  # type: ignore[attr-defined]  # for --config: the file's values become defaults
 
     score = sub.add_parser("score", help="score prediction JSONL files without running a model")
     score.add_argument(
@@ -329,11 +338,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_config_file(parser: argparse.ArgumentParser, argv: Sequence[str], path: Path) -> argparse.Namespace:
+    """``argv`` parsed again with the config file's settings as the run command's defaults, so flags given on
+    the command line override the file."""
+    from medbench.configfile import read_config
+
+    settings = read_config(path)
+    defaults: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in ("data_dir", "output", "cache"):
+            defaults[key] = Path(value)
+        elif key == "model_args":
+            defaults["model_arg"] = value  # --model-arg items on the command line are appended after these
+        elif key == "batch_size":
+            defaults[key] = str(value)
+        else:
+            defaults[key] = value
+    run_parser: argparse.ArgumentParser = parser._medbench_run  # type: ignore[attr-defined]
+    run_parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medbench`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None) is not None:
+            args = _with_config_file(parser, argv, args.config)
         return int(args.func(args, ["medbench", *argv]))
     except MedbenchError as exc:
         print(f"medbench: error: {exc}", file=sys.stderr)

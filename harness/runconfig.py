@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medbench.errors import UsageError
-from medbench.provenance import redact_urls
+from medbench.provenance import redact_urls, stable_hash
 from medbench.stats import DEFAULT_RESAMPLES
 
 DEFAULT_MODELS = ("prior", "yes")
@@ -15,7 +15,7 @@ DEFAULT_MODELS = ("prior", "yes")
 
 @dataclass
 class RunConfig:
-    """Everything that decides a run's numbers; hashed into ``run.json``."""
+    """What a run is asked to do: the same settings as ``medbench run``'s flags and a config file's keys."""
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     tasks: list[str] = field(default_factory=list)
@@ -45,6 +45,7 @@ class RunConfig:
     judge_concurrency: int = 16
     judge_max_retries: int = 6
     judge_timeout: float = 600.0
+    config_file: Path | None = None  # --config FILE the settings came from (flags override it)
 
     def validate(self) -> None:
         """Refuse option values that would crash later or quietly mean something else (exit 2, naming the option)."""
@@ -64,4 +65,42 @@ class RunConfig:
         data["output"] = str(self.output)
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
         data["cache"] = str(self.cache) if self.cache else None
+        data["config_file"] = str(self.config_file) if self.config_file else None
         return redact_urls(data)  # a URL may carry credentials (user:pass@host, ?api_key=...)
+
+    def resolved(self) -> dict[str, dict[str, Any]]:
+        """The settings split in two: ``numbers`` (what can change a result: hashed into :meth:`numbers_sha256`) and
+        ``runtime`` (where files go, how fast, how patient: never part of any hash)."""
+        data = self.to_json()
+        return {
+            "numbers": {k: data[k] for k in NUMBER_SETTINGS},
+            "runtime": {k: v for k, v in data.items() if k not in NUMBER_SETTINGS},
+        }
+
+    def numbers_sha256(self) -> str:
+        """sha256 of the settings that can change a number (not the output path, cache, batch size, ...)."""
+        return stable_hash(self.resolved()["numbers"])
+
+
+#: RunConfig fields that can change a reported number. The rest (output, cache, batch size, image verification,
+#: headline protocol — every protocol is computed —, judge concurrency/retries/timeout, key variable) cannot.
+NUMBER_SETTINGS = (
+    "models",
+    "tasks",
+    "data_dir",
+    "demo",
+    "split",
+    "limit",
+    "closed_rule",
+    "prompt",
+    "image_size",
+    "full",
+    "seed",
+    "resamples",
+    "bertscore_model",
+    "bertscore_layers",
+    "model_args",
+    "judge",
+    "judge_base_url",
+    "judge_model",
+)

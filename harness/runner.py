@@ -30,7 +30,7 @@ from medbench.generation import generate_all, request_keys
 from medbench.models.base import Model
 from medbench.preparation import PreparedTask, Progress, prepare_task, training_split
 from medbench.prompts import render_prompt
-from medbench.provenance import environment, redact_urls, stable_hash
+from medbench.provenance import environment, redact_urls
 from medbench.registry import check_model_name, create_model
 from medbench.results import (
     Comparability,
@@ -305,8 +305,9 @@ def execute(config: RunConfig, progress: Progress, argv: Sequence[str] | None = 
         "status": "running",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": redact_urls(list(argv if argv is not None else sys.argv)),
-        "config": config.to_json(),
-        "config_sha256": stable_hash(config.to_json()),
+        # numbers: what can change a result (hashed); runtime: output, cache, batch size, ... (never hashed)
+        "config": config.resolved(),
+        "config_sha256": config.numbers_sha256(),
         "seeds": {"bootstrap": config.seed, "bootstrap_resamples": config.resamples},
         "data": "demo" if config.demo else "user",
         "world_size": job.size,
