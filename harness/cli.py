@@ -330,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=("tasks", "models"))
     lst.set_defaults(func=cmd_list)
 
+    from medbench.testing import configure_parser
+
+    configure_parser(sub.add_parser("testing", help="offline test fixtures (tiny random models of every family)"))
+
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="pre-fetch the pinned Hugging Face mirrors into the local cache")

@@ -3,8 +3,9 @@ data that must not leave the hospital.
 
 Each prompt is one user turn in the tokenizer's chat template (plain text when the tokenizer has none), decoded
 greedily (the checkpoint's sampling settings are ignored) in left-padded batches of ``batch_size`` prompts sorted
-by length; only the newly generated text is returned. A batch that fails (a CUDA out-of-memory error is first
-retried with half the batch) comes back as failed replies naming the error — never raised, never a score.
+by length; only the newly generated text is returned. A batch that fails (one that runs out of memory is first
+retried at half its size, down to a single prompt: :func:`medbench.models.hf_runtime.run_in_batches`) comes back
+as failed replies naming the error — never raised, never a score.
 
 The cache scope of a local judge is ``local:<weights digest>``, so judgements of another checkpoint, or of an
 edited one at the same path, are never reused. Nothing is sent anywhere: hub ids are used from the local cache
@@ -18,8 +19,7 @@ from typing import Any
 
 from medbench import filehash
 from medbench.judges.core import JudgeReply
-from medbench.models import hf_families
-from medbench.models.hf import _is_oom, _torch_settings, parse_options
+from medbench.models import hf_runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,34 +42,27 @@ class LocalJudge:
         revision: str | None = None,
     ) -> None:
         name = PREFIX + ref
-        opts = parse_options(name, {"device": device, "dtype": dtype, "batch_size": batch_size})
+        device = hf_runtime.check_device(name, device)
+        dtype = hf_runtime.check_dtype(name, dtype)
         self.ref = ref
-        self.batch_size = opts.batch_size or 8
+        self.batch_size = hf_runtime.positive_int(name, "batch_size", batch_size)
         self.max_new_tokens = max_new_tokens
-        self.model_dir, self.revision = hf_families.resolve(ref, revision, what="model", marker="config.json")
+        self.model_dir, self.revision = hf_runtime.resolve(ref, revision, what="model", marker="config.json")
         self.model = name if self.revision is not None else PREFIX + str(self.model_dir)
-        self._weights = hf_families.weights_digest(self.model_dir)
-        self._dtype, self._device = _torch_settings(opts)
+        self._weights = hf_runtime.weights_digest(self.model_dir)
+        self._dtype, self._device = hf_runtime.device_and_dtype(device, dtype)
         self._tokenizer, self._lm, self._generation = self._load()
 
     def _load(self) -> tuple[Any, Any, Any]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        tokenizer.padding_side = "left"  # decoder-only batches: pad on the left so every prompt ends together
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        device_map = None if self._device == "cpu" else {"": self._device}
+        tokenizer = hf_runtime.left_padded(AutoTokenizer.from_pretrained(self.model_dir))
+        device_map = hf_runtime.device_map(self._device)
         lm = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self._dtype, device_map=device_map)
         lm.eval()
-        source = lm.generation_config
-        generation = GenerationConfig(
-            bos_token_id=source.bos_token_id,
-            eos_token_id=source.eos_token_id if source.eos_token_id is not None else tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=self.max_new_tokens,
+        # Greedy whatever the checkpoint asks for; padding with the id the batches are padded with.
+        generation = hf_runtime.greedy_generation_config(
+            lm.generation_config, tokenizer, pad_token_id=tokenizer.pad_token_id, max_new_tokens=self.max_new_tokens
         )
         return tokenizer, lm, generation
 
@@ -95,7 +88,7 @@ class LocalJudge:
             "temperature": self.temperature,
             "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens,
-            "dtype": str(self._dtype).replace("torch.", ""),
+            "dtype": hf_runtime.dtype_name(self._dtype),
             "device": self._device.split(":")[0],
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
@@ -111,32 +104,31 @@ class LocalJudge:
         texts = [self._render(p) for p in prompts]
         lengths = [len(self._tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        replies: dict[int, JudgeReply] = {}
-        start, size = 0, self.batch_size
-        while start < len(order):
-            chunk = order[start : start + size]
-            failure = None
-            try:
-                outputs: list[str | None] = list(self._generate([texts[i] for i in chunk]))
-            except Exception as exc:
-                if _is_oom(exc) and size > 1:
-                    size = max(1, size // 2)
-                    log.warning("local judge: out of memory; retrying with batch size %d", size)
-                    self._free_memory()
-                    continue
-                failure = f"local judge {self.model}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                log.warning("%s", failure)
-                outputs = [None] * len(chunk)
-            for i, text in zip(chunk, outputs, strict=True):
-                if text is None:
-                    replies[i] = JudgeReply(ok=False, error=failure, server_model=self.model, attempts=1)
-                elif text.strip():
-                    replies[i] = JudgeReply(ok=True, text=text, server_model=self.model, attempts=1)
-                else:
-                    error = "blank completion (the model generated no text)"
-                    replies[i] = JudgeReply(ok=False, error=error, server_model=self.model, attempts=1)
-            start += len(chunk)
-        return [replies[i] for i in range(len(texts))]
+        replies, _ = hf_runtime.run_in_batches(
+            [texts[i] for i in order],
+            self._replies,
+            self.batch_size,
+            label=f"local judge {self.model}",
+            on_failure=self._failed,
+        )
+        by_prompt = dict(zip(order, replies, strict=True))
+        return [by_prompt[i] for i in range(len(texts))]
+
+    def _replies(self, texts: list[str]) -> list[JudgeReply]:
+        replies = []
+        for text in self._generate(texts):
+            if text.strip():
+                replies.append(JudgeReply(ok=True, text=text, server_model=self.model, attempts=1))
+            else:
+                error = "blank completion (the model generated no text)"
+                replies.append(JudgeReply(ok=False, error=error, server_model=self.model, attempts=1))
+        return replies
+
+    def _failed(self, texts: list[str], exc: Exception) -> list[JudgeReply]:
+        """A batch that failed (or ran out of memory with one prompt): a failed reply for each of its prompts."""
+        failure = f"local judge {self.model}: {hf_runtime.first_line(exc)}"
+        log.warning("%s", failure)
+        return [JudgeReply(ok=False, error=failure, server_model=self.model, attempts=1) for _ in texts]
 
     def _generate(self, texts: list[str]) -> list[str]:
         import torch
@@ -149,9 +141,3 @@ class LocalJudge:
             generated = self._lm.generate(**batch, generation_config=self._generation)
         new_tokens = generated[:, batch["input_ids"].shape[1] :]
         return [str(t) for t in self._tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-    def _free_memory(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

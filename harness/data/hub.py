@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
-def _hub_reachable() -> str | None:
+def hub_offline_reason() -> str | None:
     """None if the hub's host resolves, else why not (checked once, in well under a second offline)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
@@ -52,7 +52,7 @@ def snapshot(repo_id: str, revision: str, patterns: list[str]) -> tuple[Path | N
             return cached, ""
     except Exception:  # not in the cache (huggingface_hub raises several types for this)
         pass
-    offline = _hub_reachable()
+    offline = hub_offline_reason()
     if offline:
         return None, f"not in the local Hugging Face cache, and the hub is unreachable: {offline}"
     try:

@@ -13,27 +13,27 @@ only when a model is created.
 
 Creating a model checks everything that can be checked without its weights (options, model and adapter folders,
 model_type, weight files present, adapter base) and fingerprints the checkpoint by content; the weights are loaded
-on the first ``generate`` and dropped by ``release``.
+on the first ``generate`` and dropped by ``release``. What it shares with the local judge and the training recipe
+(device and dtype, out-of-memory batching, greedy decoding, processor, chat) is :mod:`medbench.models.hf_runtime`.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from medbench import filehash
 from medbench.errors import UsageError
-from medbench.models import hf_families
+from medbench.models import hf_families, hf_runtime
 from medbench.models.base import Model
-from medbench.schema import Request
+from medbench.schema import MAX_NEW_TOKENS, Request
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ LLAVA = "llava-hf/llava-1.5-7b-hf"
 LLAMA32MED_ENV = "MEDBENCH_LLAMA32MED_ADAPTER"
 
 OPTIONS = ("revision", "dtype", "device", "batch_size", "adapter", "lora", "max_new_tokens")
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16"}
-_DTYPES |= {"fp32": "float32", "float32": "float32", "float": "float32"}
 
 
 @dataclass(frozen=True)
@@ -58,16 +56,6 @@ class Options:
     max_new_tokens: int | None = None
 
 
-def _positive_int(name: str, key: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1:
-        raise UsageError(f"model {name}: {key} must be a positive integer, got {value!r}")
-    return number
-
-
 def parse_options(name: str, options: dict[str, Any]) -> Options:
     """Check and convert ``--model-arg`` values (strings from the command line, or Python values)."""
     unknown = sorted(set(options) - set(OPTIONS))
@@ -76,48 +64,17 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
     adapters = {str(options[k]) for k in ("adapter", "lora") if options.get(k) not in (None, "")}
     if len(adapters) > 1:
         raise UsageError(f"model {name}: adapter and lora name different adapters ({', '.join(sorted(adapters))})")
-    dtype = str(options.get("dtype") or "auto").lower()
-    if dtype != "auto" and dtype not in _DTYPES:
-        raise UsageError(f"model {name}: dtype must be auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    device = str(options.get("device") or "auto")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        raise UsageError(f"model {name}: device must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
+    dtype = hf_runtime.check_dtype(name, options.get("dtype"))
+    device = hf_runtime.check_device(name, options.get("device"))
     batch = options.get("batch_size")
     tokens = options.get("max_new_tokens")
     return Options(
         revision=str(options["revision"]) if options.get("revision") else None,
-        dtype=_DTYPES.get(dtype, "auto"),
+        dtype=dtype,
         device=device,
-        batch_size=None if batch in (None, "", "auto") else _positive_int(name, "batch_size", batch),
+        batch_size=None if batch in (None, "", "auto") else hf_runtime.positive_int(name, "batch_size", batch),
         adapter=adapters.pop() if adapters else None,
-        max_new_tokens=None if tokens in (None, "") else _positive_int(name, "max_new_tokens", tokens),
-    )
-
-
-def _torch_settings(opts: Options) -> tuple[Any, str]:
-    import torch
-
-    device = opts.device
-    if device == "auto":
-        mps = getattr(torch.backends, "mps", None)
-        device = "cuda" if torch.cuda.is_available() else "mps" if mps and mps.is_available() else "cpu"
-    if device == "cuda":  # under torchrun / accelerate each rank uses its own GPU
-        device = f"cuda:{os.environ.get('LOCAL_RANK') or torch.cuda.current_device()}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {device} asked for, but torch sees no CUDA GPU (torch {torch.__version__})")
-    dtype = opts.dtype
-    if dtype == "auto":
-        dtype = "float32"
-        if device.startswith("cuda"):
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return getattr(torch, dtype), device
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+        max_new_tokens=None if tokens in (None, "") else hf_runtime.positive_int(name, "max_new_tokens", tokens),
     )
 
 
@@ -151,11 +108,14 @@ class HFModel(Model):
             )
             self._adapter_config = hf_families.read_adapter_config(self.adapter_dir)
             self._check_adapter_base()
-        self._dtype, self._device = _torch_settings(opts)
+        self._dtype, self._device = hf_runtime.device_and_dtype(opts.device, opts.dtype)
         self.batch_size = opts.batch_size or (16 if self._device.startswith("cuda") else 4)
         # The processor is small and quick to load, and loading it checks the chat template and image processor.
-        self.processor = hf_families.load_processor(self.model_dir, self.model_type)
-        self.generation = self._greedy_config()
+        self.processor = hf_runtime.load_processor(self.model_dir, self.model_type)
+        # Greedy whatever the checkpoint's generation_config asks for (LLaMA 3.2 samples at T=0.6).
+        self.generation = hf_runtime.greedy_generation_config(
+            hf_families.generation_config(self.model_dir), self.processor.tokenizer
+        )
         self._architecture = hf_families.architecture(self.model_type)
         self._model: Any = None  # loaded by the first generate, dropped by release
         # Last: the only step that reads the weights (once; later runs find the digests in the digest cache).
@@ -163,21 +123,6 @@ class HFModel(Model):
         self._adapter_digest = hf_families.adapter_digest(self.adapter_dir) if self.adapter_dir else None
 
     # -- loading ------------------------------------------------------------------------------------------------
-    def _greedy_config(self) -> Any:
-        """Greedy, whatever the checkpoint's generation_config asks for (LLaMA 3.2 samples at T=0.6, Qwen uses a
-        repetition penalty): keep only its token ids, so no sampling flag is merged in or warned about."""
-        from transformers import GenerationConfig
-
-        source = hf_families.generation_config(self.model_dir)
-        tokenizer = self.processor.tokenizer
-        return GenerationConfig(
-            bos_token_id=source.bos_token_id,
-            eos_token_id=source.eos_token_id if source.eos_token_id is not None else tokenizer.eos_token_id,
-            pad_token_id=source.pad_token_id if source.pad_token_id is not None else tokenizer.pad_token_id,
-            do_sample=False,
-            num_beams=1,
-        )
-
     def _check_adapter_base(self) -> None:
         """The adapter's recorded base model must be of this model's type (readable without loading either)."""
         base, base_type = hf_families.adapter_base_type(self._adapter_config)
@@ -204,17 +149,15 @@ class HFModel(Model):
         if self._model is None:
             return
         self._model = None
-        gc.collect()  # the model's modules reference each other: free the tensors now, not at some later collection
-        self._free_memory()
+        hf_runtime.release_memory()
 
     def _load_model(self) -> Any:
         from transformers import AutoModelForImageTextToText
 
         log.info("loading %s from %s", self.name, self.model_dir)
-        device_map = None if self._device == "cpu" else {"": self._device}
         try:
             model = AutoModelForImageTextToText.from_pretrained(
-                self.model_dir, dtype=self._dtype, device_map=device_map
+                self.model_dir, dtype=self._dtype, device_map=hf_runtime.device_map(self._device)
             )
         except (ValueError, KeyError) as exc:
             raise UsageError(
@@ -227,11 +170,11 @@ class HFModel(Model):
                 f"{self.model_ref}: cannot load the weights in {self.model_dir}: {hf_families.first_line(exc)}"
             ) from exc
         except Exception as exc:
-            if not _is_oom(exc):
+            if not hf_runtime.is_oom(exc):
                 raise
             raise UsageError(
                 f"{self.name}: not enough memory on {self._device} to load the model in "
-                f"{str(self._dtype).replace('torch.', '')}; use a larger GPU, or bf16 if this is float32 "
+                f"{hf_runtime.dtype_name(self._dtype)}; use a larger GPU, or bf16 if this is float32 "
                 f"(--model-arg {self.name}.dtype=bf16)"
             ) from exc
         if self.adapter_dir is not None:
@@ -283,37 +226,29 @@ class HFModel(Model):
         for i, request in enumerate(requests):
             groups.setdefault(self._opts.max_new_tokens or request.max_new_tokens, []).append(i)
         for max_new_tokens, indices in groups.items():
-            start = 0
-            while start < len(indices):
-                chunk = indices[start : start + self.batch_size]
-                texts: list[str] | None = None
-                try:
-                    texts = self._generate_batch([requests[i] for i in chunk], max_new_tokens)
-                except Exception as exc:
-                    if not _is_oom(exc):
-                        raise
-                    if len(chunk) == 1:
-                        raise UsageError(
-                            f"{self.name}: out of memory generating a single request on {self._device} "
-                            f"({self._dtype}); use a smaller --image-size, a lower max_new_tokens or a larger GPU"
-                        ) from exc
-                if texts is None:  # out of memory; outside the except block, so the failed batch can be freed
-                    self._free_memory()
-                    self.batch_size = max(1, len(chunk) // 2)
-                    log.warning(
-                        "%s: out of memory at batch size %d; retrying at %d", self.name, len(chunk), self.batch_size
-                    )
-                    continue
-                for i, text in zip(chunk, texts, strict=True):
-                    outputs[i] = text
-                start += len(chunk)
+            try:
+                texts, self.batch_size = hf_runtime.run_in_batches(
+                    [requests[i] for i in indices],
+                    partial(self._generate_batch, max_new_tokens=max_new_tokens),
+                    self.batch_size,
+                    label=self.name,
+                )
+            except Exception as exc:  # run_in_batches retries smaller batches; what reaches here is one request's
+                if not hf_runtime.is_oom(exc):
+                    raise
+                raise UsageError(
+                    f"{self.name}: out of memory generating a single request on {self._device} "
+                    f"({self._dtype}); use a smaller --image-size, a lower max_new_tokens or a larger GPU"
+                ) from exc
+            for i, text in zip(indices, texts, strict=True):
+                outputs[i] = text
         return outputs
 
     def _generate_batch(self, requests: Sequence[Request], max_new_tokens: int) -> list[str]:
         import torch
 
         images = [r.image.open(r.image_size) for r in requests]
-        inputs = hf_families.batch_inputs(self.processor, images, [r.prompt for r in requests])
+        inputs = hf_runtime.batch_inputs(self.processor, images, [r.prompt for r in requests])
         inputs = inputs.to(self._device, dtype=self._dtype)
         config = copy.deepcopy(self.generation)
         config.max_new_tokens = max_new_tokens
@@ -323,12 +258,6 @@ class HFModel(Model):
         texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
-    def _free_memory(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
     # -- identity -----------------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         import peft
@@ -336,7 +265,9 @@ class HFModel(Model):
         import transformers
 
         hub = self.revision is not None
-        per_kind = self._max_new_tokens_per_kind()
+        per_kind = dict(MAX_NEW_TOKENS)  # what requests carry by default (each carries its own value)
+        if self._opts.max_new_tokens:  # overrides every request's value
+            per_kind = {"vqa": self._opts.max_new_tokens, "caption": self._opts.max_new_tokens}
         # No model name: the same weights, adapter and settings under another name produce the same outputs.
         return {
             "class": type(self).__qualname__,
@@ -356,7 +287,7 @@ class HFModel(Model):
                 "revision": self.adapter_revision,
                 "digest": {"algorithm": filehash.ALGORITHM, "value": self._adapter_digest},
             },
-            "dtype": str(self._dtype).replace("torch.", ""),
+            "dtype": hf_runtime.dtype_name(self._dtype),
             "device": self._device.split(":")[0],
             "generation": {
                 "do_sample": False,
@@ -371,16 +302,6 @@ class HFModel(Model):
                 "peft": peft.__version__,
             },
         }
-
-    def _max_new_tokens_per_kind(self) -> dict[str, int] | str:
-        if self._opts.max_new_tokens:
-            return {"vqa": self._opts.max_new_tokens, "caption": self._opts.max_new_tokens}
-        try:  # what the runner asks for per task kind (each request carries it)
-            from medbench.runner import MAX_NEW_TOKENS
-
-            return dict(MAX_NEW_TOKENS)
-        except ImportError:
-            return "per request"
 
 
 def _adapter_from_spec(name: str) -> tuple[str, str | None]:

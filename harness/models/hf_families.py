@@ -1,5 +1,8 @@
-"""Per-family quirks of the Hugging Face image-text-to-text models medbench evaluates, and where a checkpoint
-comes from (a folder, the local hub cache, or a download) and what identifies it.
+"""The Hugging Face image-text-to-text checkpoints medbench evaluates: which families, where a checkpoint comes
+from (a folder, the local hub cache, or a download), whether it is complete, and what identifies it (content
+digests). What runs them (device, batches, processor, chat) is :mod:`medbench.models.hf_runtime`, which also
+re-exports the public functions here that other code needs (:func:`resolve`, :func:`weights_digest`,
+:func:`adapter_digest`, :func:`generation_config`).
 
 Everything heavy (transformers) is imported inside functions. The four families evaluated in the paper's
 setting are ``mllama`` (LLaMA 3.2 Vision, LLaMA32-Med), ``qwen2_5_vl``, ``gemma3`` and ``llava``; any other
@@ -12,7 +15,6 @@ import json
 import logging
 import os
 import re
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,6 @@ FAMILIES: dict[str, str] = {
     "gemma3": "Gemma 3 (Gemma3ForConditionalGeneration)",
     "llava": "LLaVA-1.5 (LlavaForConditionalGeneration)",
 }
-
-#: Families whose stock processor needs a video processor, which transformers cannot build without torchvision.
-_QWEN_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen2_vl": "Qwen2VLProcessor"}
-
 
 #: What a hub download fetches: the transformers checkpoint, not the original/ consolidated copies.
 _HUB_IGNORE = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ckpt"]
@@ -159,7 +157,7 @@ def resolve(ref: str, revision: str | None, *, what: str, marker: str) -> tuple[
         raise UsageError(f"{what} {ref!r} is neither an existing directory nor a Hugging Face hub id (org/name)")
     from huggingface_hub import snapshot_download
 
-    from medbench.data.hub import _hub_reachable
+    from medbench.data.hub import hub_offline_reason
 
     cache_dir = os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it once at import
     kwargs: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir, "ignore_patterns": _HUB_IGNORE}
@@ -171,7 +169,7 @@ def resolve(ref: str, revision: str | None, *, what: str, marker: str) -> tuple[
     except Exception:  # not cached: huggingface_hub raises several types for this
         pass
     at = f" at revision {revision}" if revision else ""
-    offline = _hub_reachable()
+    offline = hub_offline_reason()
     if offline:
         raise UsageError(
             f"{what} {ref}{at} is not in the local Hugging Face cache (nor a local folder), and the hub cannot be "
@@ -220,87 +218,6 @@ def check_supported(model_dir: Path, model_type: str) -> None:
         )
 
 
-@cache
-def _qwen_image_only_class(base_name: str) -> Any:
-    import transformers
-    from transformers import ProcessorMixin
-
-    base: type = getattr(transformers, base_name)
-
-    def __init__(
-        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any
-    ) -> None:
-        # What the stock __init__ does, minus the video processor (a torchvision-only dummy class otherwise).
-        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kw)
-
-    # ProcessorMixin derives its sub-processors from the __init__ signature: image processor + tokenizer only.
-    return type(base_name.replace("Processor", "ImageOnlyProcessor"), (base,), {"__init__": __init__})
-
-
-def load_qwen_image_only_class(model_type: str = "qwen2_5_vl") -> Any:
-    """The stock Qwen2(.5)-VL processor without its video processor: images and text work without torchvision."""
-    return _qwen_image_only_class(_QWEN_PROCESSORS[model_type])
-
-
-def load_processor(model_dir: Path, model_type: str) -> Any:
-    """The model's own processor (chat template, tokenizer, image processor), set up for left-padded batches."""
-    from transformers import AutoProcessor
-    from transformers.utils import is_torchvision_available
-
-    qwen = model_type in _QWEN_PROCESSORS
-    try:
-        if qwen and not is_torchvision_available():
-            # The stock class cannot even be instantiated without torchvision; images need no video processor.
-            processor = load_qwen_image_only_class(model_type).from_pretrained(model_dir)
-        else:
-            try:
-                processor = AutoProcessor.from_pretrained(model_dir)
-            except Exception:
-                if not qwen:  # e.g. a checkpoint saved without its video processor config
-                    raise
-                log.info("%s: stock processor failed; using the image-only Qwen processor", model_dir)
-                processor = load_qwen_image_only_class(model_type).from_pretrained(model_dir)
-    except Exception as exc:
-        raise UsageError(f"cannot load the processor of {model_dir} ({model_type}): {first_line(exc)}") from exc
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None or not hasattr(processor, "image_processor"):
-        raise UsageError(
-            f"{model_dir} ({model_type}) has no image+text processor (AutoProcessor gave {type(processor).__name__}); "
-            "medbench needs an image-text-to-text model"
-        )
-    if not getattr(processor, "chat_template", None):
-        raise UsageError(f"{model_dir} has no chat template (chat_template.jinja / chat_template.json)")
-    tokenizer.padding_side = "left"  # generation continues from the right end of every row
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return processor
-
-
-def conversation(image: Any, text: str) -> list[dict[str, Any]]:
-    """One user turn: the image, then the prompt text (the layout every family's template expects)."""
-    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
-
-
-def batch_inputs(processor: Any, images: list[Any], texts: list[str]) -> Any:
-    """Tokenised, left-padded model inputs for a batch, built by the processor's own chat template.
-
-    ``apply_chat_template`` nests images per sample (what Mllama and Gemma3 need in batches), and skips the
-    tokenizer's own BOS when the template already writes it (LLaMA, Gemma), so no sequence gets two.
-    """
-    return processor.apply_chat_template(
-        [conversation(image, text) for image, text in zip(images, texts, strict=True)],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True},
-    )
-
-
 def adapter_base_type(adapter_config: dict[str, Any]) -> tuple[str | None, str | None]:
     """``(base model id/path, its model_type)`` recorded in a PEFT ``adapter_config.json``, where findable.
 
@@ -330,5 +247,6 @@ def adapter_base_type(adapter_config: dict[str, Any]) -> tuple[str | None, str |
 
 
 def first_line(exc: BaseException) -> str:
+    """``exc`` in one line for a message: its type and the first line of its text (at most 300 characters)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"

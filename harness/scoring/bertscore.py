@@ -142,9 +142,9 @@ def _model_dir(model: str) -> Path:
     cached = _cached_dir(model)
     if cached is not None:
         return cached
-    from medbench.data.hub import _hub_reachable
+    from medbench.data.hub import hub_offline_reason
 
-    offline = _hub_reachable()
+    offline = hub_offline_reason()
     if offline:
         raise UsageError(
             f"--bertscore-model {model} is not a local folder and not in the local Hugging Face cache, and the hub "

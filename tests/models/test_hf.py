@@ -18,7 +18,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 import torch
-from tiny_vlms import build_all, build_lora, to_hub_layout
 
 from medbench import registry
 from medbench.errors import UsageError
@@ -26,21 +25,21 @@ from medbench.models import hf
 from medbench.prompts import render_prompt
 from medbench.schema import Request
 from medbench.tasks.base import LoadOptions, locate
+from medbench.testing import FAMILIES, build_tiny_lora, build_tiny_models, to_hub_layout
 
 VLMs = dict[str, tuple[Path, Path]]
-
-FAMILIES = ("mllama", "qwen2_5_vl", "gemma3", "llava")
 # Short generations keep the file fast on 2 CPU cores; the runner's values are 32 (VQA) and 256 (captions).
 MAX_NEW_TOKENS = {"vqa": 8, "caption": 12}
 
 
 @pytest.fixture(scope="session")
 def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> VLMs:
-    """family -> (model directory, LoRA adapter directory), built once per session (about 1 s).
+    """family -> (model directory, LoRA adapter directory), built once per session (about 1 s) and shared with
+    the other test modules that build the same set (tests/test_testing.py).
 
     Here rather than in tests/models/conftest.py: a second ``conftest`` module would shadow tests/conftest.py
     for the test modules that do ``from conftest import build_slake, ...``."""
-    return build_all(tmp_path_factory.mktemp("tiny_vlms"))
+    return build_tiny_models(tmp_path_factory.getbasetemp() / "tiny_vlms", reuse=True)
 
 
 def create(name: str, **options: Any) -> Any:
@@ -138,7 +137,7 @@ def test_lora_adapter_loads_and_changes_fingerprint_and_outputs(
 
 def test_two_adapters_give_two_fingerprints(tiny_vlms: VLMs, tmp_path: Path) -> None:
     path, adapter = tiny_vlms["llava"]
-    other = build_lora(path, tmp_path / "other", seed=7)
+    other = build_tiny_lora(path, tmp_path / "other", seed=7)
     first = create(f"hf:{path}+lora:{adapter}")
     second = create(f"hf:{path}+lora:{other}")
     assert first.describe()["adapter"]["digest"] != second.describe()["adapter"]["digest"]

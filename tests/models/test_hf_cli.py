@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_vlms import build
+
+from medbench.testing import build_tiny_model
 
 pytest.importorskip("transformers")
 
@@ -16,7 +17,7 @@ pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli_vlms")
-    return {family: build(family, root / family) for family in ("mllama", "qwen2_5_vl")}
+    return {family: build_tiny_model(family, root / family) for family in ("mllama", "qwen2_5_vl")}
 
 
 def medbench(*args: str, env: dict[str, str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:

@@ -24,14 +24,13 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from tiny_vlms import build, build_lora
-
 from medbench import filehash, registry
 from medbench.errors import UsageError
 from medbench.models.base import Model
 from medbench.prompts import render_prompt
 from medbench.schema import Request
 from medbench.tasks.base import LoadOptions, locate
+from medbench.testing import build_tiny_lora, build_tiny_model
 
 FAMILY = "llava"
 
@@ -48,8 +47,8 @@ def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny model and its LoRA adapter, built once; tests that change files work on copies."""
     root = tmp_path_factory.mktemp("fingerprint_vlms")
-    model = build(FAMILY, root / FAMILY)
-    return model, build_lora(model, root / "lora")
+    model = build_tiny_model(FAMILY, root / FAMILY)
+    return model, build_tiny_lora(model, root / "lora")
 
 
 @pytest.fixture
@@ -112,7 +111,7 @@ def rebuild_same_size(model_dir: Path, seed: int) -> None:
     """Save new random weights into the same folder, as a fine-tuning run overwriting its output_dir does; the
     premise of the tests: only the weights' bytes change, not any file's name or size."""
     before = {p.name: (p.stat().st_size, p.read_bytes()) for p in model_dir.iterdir()}
-    build(FAMILY, model_dir, seed=seed)
+    build_tiny_model(FAMILY, model_dir, seed=seed)
     after = {p.name: (p.stat().st_size, p.read_bytes()) for p in model_dir.iterdir()}
     assert {n: s for n, (s, _) in before.items()} == {n: s for n, (s, _) in after.items()}
     assert [n for n in before if before[n][1] != after[n][1]] == ["model.safetensors"]
@@ -135,7 +134,7 @@ def test_adapter_rewrite_changes_the_fingerprint(copies: tuple[Path, Path]) -> N
     model_dir, adapter = copies
     first = create(f"hf:{model_dir}+lora:{adapter}")
     size = (adapter / "adapter_model.safetensors").stat().st_size
-    build_lora(model_dir, adapter, seed=7)  # retrained in place
+    build_tiny_lora(model_dir, adapter, seed=7)  # retrained in place
     assert (adapter / "adapter_model.safetensors").stat().st_size == size
     second = create(f"hf:{model_dir}+lora:{adapter}")
     assert second.describe()["adapter"]["digest"] != first.describe()["adapter"]["digest"]

@@ -1,4 +1,5 @@
-"""A tiny local judge built offline: a 1-layer Llama causal LM whose next token depends only on the current token.
+"""A tiny local LLM judge built offline: a 1-layer Llama causal LM whose next token depends only on the current
+token, for testing ``--judge hf:<folder>`` (:mod:`medbench.judges.local`).
 
 With the attention and MLP outputs zeroed, the residual stream is the token's (one-hot) embedding, so the
 model is a bigram table: ``lm_head`` maps each token to its scripted successor. After the chat template's
@@ -10,16 +11,20 @@ only the weights are hand-set, so the output is known in advance.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+#: The judge's vocabulary besides its special tokens and chat markers: any other word is ``<unk>``.
 WORDS = ["hello", "Score:", "Reasoning:", "the", "ground", "truth"]
+#: The judge's chat template: each user turn after ``<user>``, then ``<assistant>`` to open the reply.
 CHAT_TEMPLATE = (
     "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
 )
 
 
-def build_bigram_judge(path: Path, reply: str, *, chat_template: bool = True) -> Path:
-    """Save the judge to ``path``: after ``<assistant>`` (or, without a chat template, after any unknown word)
-    it generates ``reply``."""
+def build_tiny_judge(path: Path, reply: str, *, chat_template: bool = True) -> Path:
+    """Save the judge (model and tokenizer) into ``path`` and return it: after ``<assistant>`` (or, without a
+    chat template, after any unknown word) it generates ``reply``, then stops. Its generation config asks for
+    sampling, as many checkpoints' do: a judge must decode it greedily anyway."""
     import torch
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -36,7 +41,7 @@ def build_bigram_judge(path: Path, reply: str, *, chat_template: bool = True) ->
     if chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
     size = len(tokenizer)
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in ("<assistant>", "<unk>", "</s>", reply)}
+    ids: dict[str, Any] = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in ("<assistant>", "<unk>", "</s>", reply)}
 
     config = LlamaConfig(
         vocab_size=size,

@@ -1,31 +1,26 @@
-"""Tiny, randomly initialised vision-language models of the four families medbench evaluates, built offline.
+"""The four families' tiny random models, made in memory (saving them is :mod:`medbench.testing.vlms`).
 
-Each builder writes a Hugging Face model directory (``config.json``, ``model.safetensors``, generation config,
-tokenizer, image processor, chat template) that loads with ``AutoModelForImageTextToText`` like the real
-checkpoints: ``mllama`` (LLaMA 3.2 Vision), ``qwen2_5_vl`` (Qwen2.5-VL), ``gemma3`` (Gemma 3) and ``llava``
-(LLaVA-1.5). Nothing is downloaded: configs are written by hand, the tokenizer is a tiny byte-level BPE trained
-on a few sentences, and the image processors are the PIL-backend classes (no torchvision needed).
+Each builder makes a model and processor that behave like the real checkpoints': ``mllama`` (LLaMA 3.2 Vision),
+``qwen2_5_vl`` (Qwen2.5-VL), ``gemma3`` (Gemma 3) and ``llava`` (LLaVA-1.5). Nothing is downloaded: configs are
+written by hand, the tokenizer is a tiny byte-level BPE trained on a few sentences, and the image processors are
+the PIL-backend classes (no torchvision needed). torch, transformers and tokenizers are imported inside functions.
 
-Traps handled here (the adapter under test must cope with real checkpoints the same way):
+Traps handled here (medbench's adapter must cope with real checkpoints the same way):
 
 * Mllama zero-initialises its tanh gates and Gemma3 its image projection, so a fresh model ignores the image;
   both are opened here so that the image actually changes the output.
-* The Qwen2.5-VL processor cannot be built without torchvision; the directory is written with the stock
-  ``processor_class`` (as the real checkpoint has) using medbench's image-only fallback class.
-* Every generation config asks for sampling (``do_sample=True, temperature=0.6, top_p=0.9``) as the real
-  LLaMA 3.2 Vision Instruct one does: the adapter must still decode greedily and deterministically.
+* The Qwen2.5-VL processor cannot be built without torchvision; it is made with medbench's image-only class
+  (:func:`medbench.models.hf_runtime.load_qwen_image_only_class`).
 * Linear layers are >= 64 wide and multiples of 32 (bitsandbytes' CPU 4-bit kernel needs that), and the model
   vocabulary is the tokenizer's rounded up to 64, so generated ids can lie past the tokenizer (they decode to "").
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+#: The sentences the tiny tokenizers are trained on (medical words, and the chat templates' role names).
 CORPUS = [
     "The chest X-ray shows no acute cardiopulmonary abnormality.",
     "Axial CT of the abdomen demonstrates a small hypodense lesion in the liver.",
@@ -36,11 +31,10 @@ CORPUS = [
     "user assistant system model The answer is: normal study.",
 ]
 
-FAMILIES = ("mllama", "qwen2_5_vl", "gemma3", "llava")
 
-
-def _tokenizer(special_tokens: list[str], **named: Any) -> Any:
-    """A byte-level BPE (never emits <unk>) with ``special_tokens`` first, wrapped as a fast HF tokenizer."""
+def _tokenizer(special_tokens: list[str], **named: Any) -> tuple[Any, dict[str, Any]]:
+    """A byte-level BPE (never emits <unk>) with ``special_tokens`` first, wrapped as a fast HF tokenizer, and
+    the ids of ``special_tokens``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -54,11 +48,30 @@ def _tokenizer(special_tokens: list[str], **named: Any) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **named)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **named)
+    return wrapped, {t: wrapped.convert_tokens_to_ids(t) for t in special_tokens}
 
 
 def _vocab(tok: Any) -> int:
     return -(-len(tok) // 64) * 64
+
+
+#: What every family's tiny language model has (64 wide, 2 layers of 2 heads sharing 1 key/value head).
+_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 512,
+}
+#: What the tiny SigLIP (Gemma 3) and CLIP (LLaVA) vision towers have.
+_VISION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def _text_config(tok: Any, **family: Any) -> dict[str, Any]:
+    """A family's ``text_config``: :data:`_TEXT`, the tokenizer's vocabulary (rounded up), and ``family``'s own."""
+    return {"vocab_size": _vocab(tok), **_TEXT, **family}
 
 
 # Simplified but faithful chat templates: the user turn's content is a list of {"type": "image"|"text"} items.
@@ -98,6 +111,7 @@ LLAVA_TEMPLATE = (
 
 
 def _mllama() -> tuple[Any, Any]:
+    """LLaMA 3.2 Vision: one 28-px tile, a cross-attention layer, gates opened."""
     import torch
     from transformers import (
         MllamaConfig,
@@ -116,8 +130,7 @@ def _mllama() -> tuple[Any, Any]:
         "<|eot_id|>",
         "<|python_tag|>",
     ]
-    tok = _tokenizer(specials, bos_token=specials[0], eos_token="<|eot_id|>", pad_token=specials[2])
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    tok, ids = _tokenizer(specials, bos_token=specials[0], eos_token="<|eot_id|>", pad_token=specials[2])
     tile = 28
     cfg = MllamaConfig(
         vision_config={
@@ -133,19 +146,13 @@ def _mllama() -> tuple[Any, Any]:
             "intermediate_layers_indices": [0],
             "vision_output_dim": 128,  # hidden_size * (1 + len(intermediate_layers_indices))
         },
-        text_config={
-            "vocab_size": _vocab(tok),
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "intermediate_size": 128,
-            "cross_attention_layers": [1],
-            "max_position_embeddings": 512,
-            "bos_token_id": ids["<|begin_of_text|>"],
-            "eos_token_id": [ids["<|end_of_text|>"], ids["<|eot_id|>"]],
-            "pad_token_id": ids["<|finetune_right_pad_id|>"],
-        },
+        text_config=_text_config(
+            tok,
+            cross_attention_layers=[1],
+            bos_token_id=ids["<|begin_of_text|>"],
+            eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
+            pad_token_id=ids["<|finetune_right_pad_id|>"],
+        ),
         image_token_index=ids["<|image|>"],
     )
     model = MllamaForConditionalGeneration(cfg)
@@ -158,9 +165,10 @@ def _mllama() -> tuple[Any, Any]:
 
 
 def _qwen2_5_vl() -> tuple[Any, Any]:
+    """Qwen2.5-VL: windowed vision attention, mrope, at most 4 image tokens; the image-only processor."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from medbench.models.hf_families import load_qwen_image_only_class
+    from medbench.models.hf_runtime import load_qwen_image_only_class
 
     specials = [
         "<|endoftext|>",
@@ -171,8 +179,7 @@ def _qwen2_5_vl() -> tuple[Any, Any]:
         "<|image_pad|>",
         "<|video_pad|>",
     ]
-    tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    tok, ids = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     cfg = Qwen2_5_VLConfig(
         vision_config={
             "depth": 2,
@@ -186,21 +193,15 @@ def _qwen2_5_vl() -> tuple[Any, Any]:
             "fullatt_block_indexes": [1],
             "out_hidden_size": 64,
         },
-        text_config={
-            "vocab_size": _vocab(tok),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 512,
-            "max_window_layers": 2,
+        text_config=_text_config(
+            tok,
+            max_window_layers=2,
             # head_dim 32: the mrope sections must sum to head_dim // 2
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -216,6 +217,7 @@ def _qwen2_5_vl() -> tuple[Any, Any]:
 
 
 def _gemma3() -> tuple[Any, Any]:
+    """Gemma 3: a SigLIP tower pooled to 4 soft tokens per image, the projection opened."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
 
     specials = [
@@ -229,7 +231,7 @@ def _gemma3() -> tuple[Any, Any]:
         "<end_of_image>",
         "<image_soft_token>",
     ]
-    tok = _tokenizer(
+    tok, ids = _tokenizer(
         specials,
         bos_token="<bos>",
         eos_token="<eos>",
@@ -241,33 +243,18 @@ def _gemma3() -> tuple[Any, Any]:
             "image_token": "<image_soft_token>",
         },
     )
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     image_size, patch, mm_tokens = 28, 7, 4  # 4x4 patches pooled to 2x2 = 4 soft tokens per image
     cfg = Gemma3Config(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": patch,
-        },
-        text_config={
-            "vocab_size": _vocab(tok),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": 32,
-            "query_pre_attn_scalar": 32,
-            "sliding_window": 64,
-            "max_position_embeddings": 512,
-            "pad_token_id": ids["<pad>"],
-            "eos_token_id": [ids["<eos>"], ids["<end_of_turn>"]],
-            "bos_token_id": ids["<bos>"],
-        },
+        vision_config={"model_type": "siglip_vision_model", **_VISION, "image_size": image_size, "patch_size": patch},
+        text_config=_text_config(
+            tok,
+            head_dim=32,
+            query_pre_attn_scalar=32,
+            sliding_window=64,
+            pad_token_id=ids["<pad>"],
+            eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]],
+            bos_token_id=ids["<bos>"],
+        ),
         mm_tokens_per_image=mm_tokens,
         boi_token_index=ids["<start_of_image>"],
         eoi_token_index=ids["<end_of_image>"],
@@ -286,36 +273,27 @@ def _gemma3() -> tuple[Any, Any]:
 
 
 def _llava() -> tuple[Any, Any]:
+    """LLaVA-1.5: a CLIP tower, 4 image tokens (the CLS token dropped)."""
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-    tok = _tokenizer(specials, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    tok, ids = _tokenizer(specials, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
     image_size, patch = 28, 14  # 2x2 patches (+CLS, dropped by the "default" strategy) -> 4 image tokens
     cfg = LlavaConfig(
         vision_config={
             "model_type": "clip_vision_model",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **_VISION,
             "image_size": image_size,
             "patch_size": patch,
             "projection_dim": 64,
         },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": _vocab(tok),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 512,
-            "bos_token_id": ids["<s>"],
-            "eos_token_id": ids["</s>"],
-            "pad_token_id": ids["<pad>"],
-        },
+        text_config=_text_config(
+            tok,
+            model_type="llama",
+            bos_token_id=ids["<s>"],
+            eos_token_id=ids["</s>"],
+            pad_token_id=ids["<pad>"],
+        ),
         image_token_index=ids["<image>"],
         image_seq_length=(image_size // patch) ** 2,
         vision_feature_select_strategy="default",
@@ -336,6 +314,7 @@ def _llava() -> tuple[Any, Any]:
     return model, processor
 
 
+#: family (``model_type``) -> a function making its random model and processor, in memory.
 BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "mllama": _mllama,
     "qwen2_5_vl": _qwen2_5_vl,
@@ -343,82 +322,5 @@ BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "llava": _llava,
 }
 
-
-def build(family: str, out_dir: Path, seed: int = 0) -> Path:
-    """Build the tiny ``family`` model and save it (model + processor) into ``out_dir``."""
-    import torch
-    from transformers import GenerationConfig
-
-    torch.manual_seed(seed)
-    model, processor = BUILDERS[family]()
-    text = model.config.get_text_config()
-    # As in the real LLaMA 3.2 Vision Instruct checkpoint: sampling by default.
-    model.generation_config = GenerationConfig(
-        bos_token_id=text.bos_token_id,
-        eos_token_id=text.eos_token_id,
-        pad_token_id=processor.tokenizer.pad_token_id,
-        do_sample=True,
-        temperature=0.6,
-        top_p=0.9,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    if family == "qwen2_5_vl":  # look like the real checkpoint: the stock processor class
-        for name in ("processor_config.json", "tokenizer_config.json"):
-            path = out_dir / name
-            data = json.loads(path.read_text())
-            data["processor_class"] = "Qwen2_5_VLProcessor"
-            path.write_text(json.dumps(data, indent=2))
-    return out_dir
-
-
-def to_hub_layout(model_dir: Path) -> Path:
-    """Rewrite a saved directory in the older layout the hub checkpoints ship (e.g. Qwen/Qwen2.5-VL-7B-Instruct):
-    ``preprocessor_config.json`` (image processor + processor_class) and ``chat_template.json`` instead of
-    ``processor_config.json`` and ``chat_template.jinja``."""
-    processor = json.loads((model_dir / "processor_config.json").read_text())
-    image = {**processor.pop("image_processor"), "processor_class": processor["processor_class"]}
-    (model_dir / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
-    (model_dir / "processor_config.json").unlink()
-    template = (model_dir / "chat_template.jinja").read_text()
-    (model_dir / "chat_template.json").write_text(json.dumps({"chat_template": template}))
-    (model_dir / "chat_template.jinja").unlink()
-    return model_dir
-
-
-def build_lora(model_dir: Path, out_dir: Path, seed: int = 0) -> Path:
-    """A LoRA adapter (r=4, all linear layers) for the model in ``model_dir``, with random (non-zero) weights so
-    that it visibly changes the model's outputs; saved with ``save_pretrained`` like a trained adapter."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText
-
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x: not ours to act on
-        warnings.simplefilter("ignore", FutureWarning)
-        peft_model = get_peft_model(model, config)
-    with torch.no_grad():  # peft's random init is small; make the adapter matter
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.5)
-    peft_model.save_pretrained(str(out_dir))
-    return out_dir
-
-
-def build_all(root: Path, families: tuple[str, ...] = FAMILIES) -> dict[str, tuple[Path, Path]]:
-    """Every family under ``root/<family>`` with its adapter under ``root/<family>-lora``."""
-    out = {}
-    for i, family in enumerate(families):
-        model_dir = build(family, root / family, seed=i)
-        out[family] = (model_dir, build_lora(model_dir, root / f"{family}-lora", seed=100 + i))
-    return out
-
-
-if __name__ == "__main__":
-    import sys
-
-    for fam, (m, a) in build_all(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny_vlms")).items():
-        print(fam, m, a)
+#: The families with a tiny model, in the order their default seeds follow (0, 1, 2, 3).
+FAMILIES: tuple[str, ...] = tuple(BUILDERS)
