@@ -34,6 +34,7 @@ class Generated:
     cached: int
     failed: dict[str, str] = field(default_factory=dict)  # sample id -> why it could not be generated
     model_seconds: float = 0.0  # time spent inside the model's generate calls (not cache look-ups or commits)
+    new_tokens: int | None = None  # tokens the model generated in those calls, where the adapter counts them
 
 
 def request_keys(
@@ -109,6 +110,9 @@ def generate_all(
     fingerprint = model.fingerprint()
     failed: dict[str, str] = {}
     model_seconds = 0.0
+    tokens_before = model.new_tokens
+    if todo:
+        model.load()  # weights load here, outside the generation timing (and not at all when all is cached)
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         started = time.perf_counter()
@@ -122,4 +126,5 @@ def generate_all(
         cache.put_many((k, model.name, fingerprint, r.task, r.sample_id, t) for r, k, t in done)
         outputs.update((r.sample_id, t) for r, _, t in done)
         advance(len(batch))
-    return Generated(outputs, len(todo) - len(failed), len(found), failed, model_seconds)
+    counted = None if tokens_before is None or model.new_tokens is None else model.new_tokens - tokens_before
+    return Generated(outputs, len(todo) - len(failed), len(found), failed, model_seconds, counted)

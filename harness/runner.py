@@ -150,10 +150,12 @@ def run_model_on_task(
             batch_size=config.batch_size or model.batch_size,
             advance=advance,
         )
-    parts = job.gather((result.outputs, result.generated, result.cached, result.failed, result.model_seconds))
+    parts = job.gather(
+        (result.outputs, result.generated, result.cached, result.failed, result.model_seconds, result.new_tokens)
+    )
     if not job.is_main:
         return None
-    # parts: one (outputs, generated, cached, failed, model_seconds) per rank
+    # parts: one (outputs, generated, cached, failed, model_seconds, new_tokens) per rank
     merged = {sample_id: text for part in parts for sample_id, text in part[0].items()}
     failed = {sample_id: reason for part in parts for sample_id, reason in part[3].items()}
     # A sample whose image failed at generation time (only possible with --no-verify-images) is skipped for this
@@ -210,6 +212,8 @@ def run_model_on_task(
         ]
     generated = counts["generated"]
     model_seconds = sum(part[4] for part in parts)
+    token_counts = [part[5] for part in parts]
+    new_tokens = None if any(t is None for t in token_counts) else sum(token_counts)
     timing = {
         "seconds": round(time.perf_counter() - wall_started, 3),  # the whole (model, task), wall clock
         # Around model calls only (cache lookups, scoring and judging excluded); summed over ranks.
@@ -217,6 +221,8 @@ def run_model_on_task(
             "seconds": round(model_seconds, 3),
             "samples": generated,
             "samples_per_s": round(generated / model_seconds, 1) if model_seconds > 0 else None,
+            "new_tokens": new_tokens,
+            "new_tokens_per_s": round(new_tokens / model_seconds, 1) if new_tokens and model_seconds > 0 else None,
         },
         "scoring_seconds": round(scoring_seconds, 3),
         "judging_seconds": round(judge_seconds, 3) if judge is not None else None,

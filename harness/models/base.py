@@ -28,6 +28,9 @@ class Model(ABC):
     #: Outputs go through the prediction cache (blind baselines are instant and skip it).
     cacheable: ClassVar[bool] = True
     batch_size: int = 8
+    #: Tokens generated so far, for adapters that can count them (None: this adapter cannot). The runner reports
+    #: new tokens/s from the change around its generate calls.
+    new_tokens: int | None = None
 
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
@@ -39,6 +42,9 @@ class Model(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[str]:
         """Raw outputs for ``requests``, one string each, in order."""
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load heavy state (weights) now rather than in the first :meth:`generate`; no-op by default."""
 
     def release(self) -> None:  # noqa: B027 - optional hook
         """Free what :meth:`generate` loaded (weights, GPU memory) once this model's work is done; a later

@@ -110,6 +110,7 @@ class HFModel(Model):
             self._check_adapter_base()
         self._dtype, self._device = hf_runtime.device_and_dtype(opts.device, opts.dtype)
         self.batch_size = opts.batch_size or (16 if self._device.startswith("cuda") else 4)
+        self.new_tokens: int | None = 0
         # The processor is small and quick to load, and loading it checks the chat template and image processor.
         self.processor = hf_runtime.load_processor(self.model_dir, self.model_type)
         # Greedy whatever the checkpoint's generation_config asks for (LLaMA 3.2 samples at T=0.6).
@@ -143,6 +144,10 @@ class HFModel(Model):
     def loaded(self) -> bool:
         """Whether the weights are in memory now."""
         return self._model is not None
+
+    def load(self) -> None:
+        """Load the weights now (the runner does, outside its generation timing, when something is to generate)."""
+        self.model  # noqa: B018 - the property loads them
 
     def release(self) -> None:
         """Drop the weights and free their memory; the next :meth:`generate` loads them again."""
@@ -255,6 +260,10 @@ class HFModel(Model):
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=config)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        pad = self.generation.pad_token_id
+        # Generated tokens, not the padding after a sequence ended: the throughput report's new tokens/s.
+        count = int((new_tokens != pad).sum()) if pad is not None else int(new_tokens.numel())
+        self.new_tokens = (self.new_tokens or 0) + count
         texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [text.strip() for text in texts]
 

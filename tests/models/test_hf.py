@@ -293,3 +293,12 @@ def test_empty_generation_is_an_empty_string(llava: Any, demo_requests: list[Req
 
     llava.model.generate = only_eos
     assert llava.generate(demo_requests[:2]) == ["", ""]
+
+
+def test_the_adapter_counts_the_tokens_it_generates(tiny_vlms: VLMs, demo_requests: list[Request]) -> None:
+    # The runner's new tokens/s: generated tokens, not the padding after a sequence ended.
+    model = create(f"hf:{tiny_vlms['llava'][0]}", batch_size="8")
+    assert model.new_tokens == 0
+    _, ids = run(model, demo_requests)
+    pad = model.generation.pad_token_id
+    assert model.new_tokens == sum(sum(1 for t in row if t != pad) for row in ids) > 0
