@@ -74,7 +74,9 @@ def task_kind(task: str, rows: Sequence[dict[str, Any]]) -> TaskKind:
 
 
 def score_files(paths: Sequence[Path], protocol: str, options: ScoringOptions) -> dict[str, Any]:
-    """``{"protocol": P, "tasks": {task: {metric: {"value", "ci95", "n"}}}}``."""
+    """``{"protocol": P, "tasks": {task: {metric: {"value", "ci95", "n"}}}, "metrics": {task: {protocol: {metric:
+    ...}}}}``: the headline protocol's metrics per task, and every protocol's in the shape ``results.json`` holds
+    for one (model, task)."""
     get_protocol(protocol)
     out: dict[str, Any] = {"protocol": protocol, "tasks": {}}
     for task, rows in read_rows(paths).items():
@@ -93,4 +95,8 @@ def score_files(paths: Sequence[Path], protocol: str, options: ScoringOptions) -
         if stale:
             out.setdefault("judge_records_ignored", {})[task] = stale
         out["tasks"][task] = evaluation.metrics[CAPTION_PROTOCOL if kind == "caption" else protocol]
+        # The same per-task shape as results.json's metrics[model][task]: every protocol, not only the headline.
+        out.setdefault("metrics", {})[task] = evaluation.metrics
+        if evaluation.subgroups:
+            out.setdefault("subgroups", {})[task] = evaluation.subgroups
     return out
