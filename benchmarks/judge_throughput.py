@@ -4,13 +4,18 @@
 Rows printed:
 * naive: one request at a time (what a plain loop over ``client.chat.completions.create`` does), timed on the first
   50 judgements and extrapolated to 1,000;
-* medbench at the default concurrency (16), then at 32 and 64;
+* medbench at the old default concurrency (16), at the default (32), then at 64;
 * the rerun at the default concurrency with the judge cache filled: it must make 0 calls.
 
 With 200 ms per request and C requests in flight, 1,000 judgements cannot take less than 1000 * 0.2 / C seconds
 (the "floor" column): 12.5 s at C=16, 6.25 s at C=32.
 
-Run: python benchmarks/judge_throughput.py [--n 1000] [--latency 0.2]
+Then a rate-limited server: it answers HTTP 429 at once (no Retry-After) to a request that arrives while more than
+``--limit`` (8) are in flight, as a provider's per-user concurrency cap does. ``--limited-n`` (400) judgements each
+with the default retry settings: a fixed 32 in flight (the client before issue 10.8, AIMD off), the adaptive default
+(AIMD from 32), and a fixed limit equal to the server's (what a user who knew it would set). Floor: n * 0.2 / limit.
+
+Run: python benchmarks/judge_throughput.py [--n 1000] [--latency 0.2] [--limit 8] [--limited-n 400]
 """
 
 from __future__ import annotations
@@ -33,19 +38,31 @@ from medbench.judges.caption import judge_captions
 from medbench.judges.client import JudgeClient, JudgeConfig
 from medbench.judges.runs import DEFAULT_CONCURRENCY
 
+OLD_DEFAULT = 16
+LABELS = {OLD_DEFAULT: "medbench (old default)", DEFAULT_CONCURRENCY: "medbench (default)"}
+
+
+class _Listener(ThreadingHTTPServer):
+    # socketserver's backlog of 5 drops the SYNs of a window of 32 new connections (each retried a second later);
+    # uvicorn (vLLM, SGLang) listens with 2048.
+    request_queue_size = 2048
+
 
 class LatencyServer:
     """``POST /v1/chat/completions`` answering every judge prompt after ``latency`` seconds with a score derived
-    from the prompt's hash; counts calls and the most requests in flight. It runs in its own process (as a real
-    server does), so it does not compete with the client for the GIL."""
+    from the prompt's hash; counts calls and the most requests in flight. With ``limit``, a request arriving while
+    more than ``limit`` are in flight (itself included) is answered HTTP 429 at once, and counted. It runs in its own
+    process (as a real server does), so it does not compete with the client for the GIL."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, limit: int | None = None) -> None:
         ctx = multiprocessing.get_context("fork")
         self.latency = latency
+        self.limit = limit
         self._calls = ctx.Value("i", 0)
         self._in_flight = ctx.Value("i", 0)
         self._peak = ctx.Value("i", 0)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._refused = ctx.Value("i", 0)
+        self._httpd = _Listener(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._process = ctx.Process(target=self._httpd.serve_forever, daemon=True)
         self._process.start()
@@ -68,21 +85,30 @@ class LatencyServer:
                 with server._in_flight.get_lock():
                     server._in_flight.value += 1
                     server._peak.value = max(server._peak.value, server._in_flight.value)
+                    refuse = server.limit is not None and server._in_flight.value > server.limit
                 try:
+                    if refuse:
+                        with server._refused.get_lock():
+                            server._refused.value += 1
+                        self._reply(429, {"error": {"message": "too many concurrent requests", "type": "rate_limit"}})
+                        return
                     time.sleep(server.latency)
                     prompt = body["messages"][0]["content"]
                     score = 1 + int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5
                     message = {"role": "assistant", "content": f"Reasoning: ok.\nScore: {score}"}
                     reply = {"id": "bench", "object": "chat.completion", "model": "bench-judge"}
-                    data = json.dumps(reply | {"choices": [{"index": 0, "message": message}]}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._reply(200, reply | {"choices": [{"index": 0, "message": message}]})
                 finally:
                     with server._in_flight.get_lock():
                         server._in_flight.value -= 1
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         return Handler
 
@@ -98,9 +124,14 @@ class LatencyServer:
     def max_in_flight(self) -> int:
         return int(self._peak.value)
 
+    @property
+    def refused(self) -> int:
+        return int(self._refused.value)
+
     def reset(self) -> None:
         self._calls.value = 0
         self._peak.value = 0
+        self._refused.value = 0
 
     def stop(self) -> None:
         self._process.terminate()
@@ -123,21 +154,57 @@ def pairs(n: int) -> list[tuple[str, str]]:
 def timed(
     server: LatencyServer, concurrency: int, items: list[tuple[str, str]], cache: JudgeCache
 ) -> tuple[float, int]:
+    """Seconds and server calls for judging ``items`` at ``concurrency``; every judgement must succeed."""
+    seconds, calls, failures, _ = judge_with(server, concurrency, items, cache, adaptive=True)
+    if failures:
+        raise SystemExit(f"{failures} judgements failed; the benchmark needs a healthy server")
+    return seconds, calls
+
+
+def judge_with(
+    server: LatencyServer, concurrency: int, items: list[tuple[str, str]], cache: JudgeCache, *, adaptive: bool
+) -> tuple[float, int, int, dict[str, Any]]:
+    """Seconds, server calls, failed judgements and the client's in-flight-limit record for judging ``items``."""
     server.reset()
-    client = JudgeClient(JudgeConfig("bench", base_url=server.base_url, model="bench-judge", concurrency=concurrency))
+    config = JudgeConfig(
+        "bench", base_url=server.base_url, model="bench-judge", concurrency=concurrency, adaptive=adaptive
+    )
+    client = JudgeClient(config)
     start = time.perf_counter()
     judgements = judge_captions(client, cache, items)
     elapsed = time.perf_counter() - start
     failures = sum(1 for j in judgements if j.value is None)
-    if failures:
-        raise SystemExit(f"{failures} judgements failed; the benchmark needs a healthy server")
-    return elapsed, server.calls
+    return elapsed, server.calls, failures, client.describe()["adaptive_concurrency"]
+
+
+def rate_limited(latency: float, limit: int, n: int) -> list[tuple[str, int, int, int, int, int, float, str]]:
+    """Rows for the rate-limited comparison: mode, concurrency, judged, failed, calls, 429s, seconds, limit record."""
+    server = LatencyServer(latency, limit)
+    rows = []
+    try:
+        timed(server, 1, pairs(1), JudgeCache(None))  # warm-up
+        items = pairs(n)
+        for label, concurrency, adaptive in (
+            (f"fixed {DEFAULT_CONCURRENCY} (adaptive=False)", DEFAULT_CONCURRENCY, False),
+            (f"AIMD from {DEFAULT_CONCURRENCY} (default)", DEFAULT_CONCURRENCY, True),
+            (f"fixed {limit} (the server's limit, known)", limit, False),
+        ):
+            seconds, calls, failures, record = judge_with(
+                server, concurrency, items, JudgeCache(None), adaptive=adaptive
+            )
+            limits = f"{record['min']}/{record['final']} ({record['decreases']} decreases)" if adaptive else "-"
+            rows.append((label, concurrency, n - failures, failures, calls, server.refused, seconds, limits))
+    finally:
+        server.stop()
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="judgements (default 1000)")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per request (default 0.2)")
+    parser.add_argument("--limit", type=int, default=8, help="the rate-limited server's concurrency cap (default 8)")
+    parser.add_argument("--limited-n", type=int, default=400, help="judgements against it (default 400)")
     args = parser.parse_args()
     items = pairs(args.n)
     server = LatencyServer(args.latency)
@@ -157,10 +224,10 @@ def main() -> int:
                     args.n * args.latency,
                 )
             )
-            for concurrency in (DEFAULT_CONCURRENCY, 32, 64):
+            for concurrency in (OLD_DEFAULT, DEFAULT_CONCURRENCY, 64):
                 cache = JudgeCache(Path(tmp) / f"judge-{concurrency}.sqlite")
                 seconds, calls = timed(server, concurrency, items, cache)
-                label = "medbench (default)" if concurrency == DEFAULT_CONCURRENCY else "medbench"
+                label = LABELS.get(concurrency, "medbench")
                 rows.append((label, concurrency, args.n, calls, seconds, args.n * args.latency / concurrency))
                 if concurrency == DEFAULT_CONCURRENCY:
                     peak = server.max_in_flight
@@ -169,6 +236,7 @@ def main() -> int:
                 cache.close()
     finally:
         server.stop()
+    limited = rate_limited(args.latency, args.limit, args.limited_n)
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}; "
@@ -185,6 +253,16 @@ def main() -> int:
         f"target <= 10 s at the default concurrency ({DEFAULT_CONCURRENCY}): {default[4]:.2f} s "
         f"({'met' if default[4] <= 10 else 'missed'}; floor {default[5]:.2f} s); rerun calls: {rerun[3]} (target 0)"
     )
+    print()
+    print(
+        f"rate-limited server: HTTP 429 above {args.limit} in flight; {args.limited_n} judgements, floor "
+        f"{args.limited_n * args.latency / args.limit:.2f} s; default retries (6, backoff from 1 s, no Retry-After)"
+    )
+    print(
+        f"{'mode':40} {'conc':>5} {'judged':>7} {'failed':>7} {'calls':>6} {'429s':>6} {'wall s':>8}  limit min/final"
+    )
+    for label, concurrency, judged, failed, calls, refused, seconds, limits in limited:
+        print(f"{label:40} {concurrency:5d} {judged:7d} {failed:7d} {calls:6d} {refused:6d} {seconds:8.2f}  {limits}")
     return 0
 
 

@@ -294,9 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "--judge-concurrency",
         type=_whole(1),
-        default=16,
+        default=32,
         metavar="N",
-        help="requests in flight at once (local judge: batch size; default 16)",
+        help="the most requests in flight at once; halved on HTTP 429 and raised again after successes "
+        "(local judge: batch size; default 32)",
     )
     judge.add_argument(
         "--judge-max-retries",

@@ -42,7 +42,7 @@ class RunConfig:
     judge_base_url: str | None = None
     judge_model: str | None = None
     judge_api_key_env: str | None = None  # the variable's name; the key itself is read from the environment only
-    judge_concurrency: int = 16
+    judge_concurrency: int = 32  # the most judge requests in flight (AIMD: halved on HTTP 429, raised again)
     judge_max_retries: int = 6
     judge_timeout: float = 600.0
     config_file: Path | None = None  # --config FILE the settings came from (flags override it)

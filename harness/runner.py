@@ -421,6 +421,11 @@ def _evaluate_model(
             seen = {r["judge"].get("server_model") for r in run.rows if "judge" in r} - {None}
             judge_info = results.header["judge"]  # the same dict as run_info["judge"]
             judge_info["server_models"] = sorted(set(judge_info.get("server_models", [])) | seen)
+            # What the adaptive concurrency did so far (the local judge has none).
+            adaptive = judging.backend.describe().get("adaptive_concurrency")
+            if adaptive is not None:
+                judge_info["adaptive_concurrency"] = adaptive
+            save(out_dir / "run.json", run_info)
         results.header["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
         settings = comparability_settings(
             task=name,

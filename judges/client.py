@@ -11,13 +11,18 @@ scheme, host and port), so ``--judge deepseek --judge-base-url http://127.0.0.1:
 ``$DEEPSEEK_API_KEY`` to the local server; else no key at all (a fixed placeholder, which vLLM/SGLang without
 ``--api-key`` accept). The run record says which variable was used, or none, and why.
 
-:meth:`JudgeClient.complete_many` sends every prompt as one user message with ``temperature=0``; at most
-``concurrency`` requests are in flight. Retried (exponential backoff with jitter, ``Retry-After`` honoured, at most
+:meth:`JudgeClient.complete_many` sends every prompt as one user message with ``temperature=0``. At most
+``concurrency`` attempts are in flight, fewer while the server rate-limits: the in-flight limit is adaptive (AIMD,
+:class:`~medbench.endpoint.AdaptiveLimit`): an HTTP 429 halves it (never below 1), and after a full window of
+successes while prompts wait it grows by one again (never above ``concurrency``); ``adaptive=False`` keeps it fixed.
+What it did (lowest / highest / final limit, decreases) is in :meth:`JudgeClient.describe`. A request waiting to
+retry gives its slot to another. Retried (the loop shared with the ``openai:`` model adapter,
+:func:`medbench.endpoint.acall_with_retries`: exponential backoff with jitter, ``Retry-After`` honoured, at most
 ``max_retries`` retries): HTTP 429, 408 and 5xx, timeouts, connection errors, and blank or malformed bodies. Any
 other 4xx is not retried. A request that still fails comes back as ``JudgeReply(ok=False, error=<reason>)`` —
 never a score: callers count and report failures and leave them out of means. The exception is HTTP 401/403: the
 endpoint refused the credentials, every other request would be refused too, so the first one stops the whole
-batch (requests in flight are cancelled, queued ones never sent) with :class:`~medbench.judges.core.
+batch (requests in flight are cancelled, queued ones and retries never sent) with :class:`~medbench.judges.core.
 JudgeCredentialsError`.
 
 Keys are read from the environment only. They never appear in ``repr``, :meth:`JudgeClient.describe`, error texts
@@ -35,13 +40,17 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from medbench.endpoint import (
+    CREDENTIAL_STATUSES,
     DEFAULT_PORTS,
     PLACEHOLDER_KEY,
+    AdaptiveLimit,
+    AsyncGate,
     ErrorContext,
-    Fatal,
     Origin,
-    Retryable,
-    backoff_delay,
+    RetryPolicy,
+    RetryRun,
+    Success,
+    acall_with_retries,
     endpoint_origin,
     endpoint_scope,
     parse_chat_body,
@@ -53,6 +62,9 @@ from medbench.provenance import redact_url
 log = logging.getLogger(__name__)
 
 _ERROR_DETAIL_CHARS = 300
+
+#: Requests in flight at most (``--judge-concurrency``); the adaptive limit starts here and never exceeds it.
+DEFAULT_CONCURRENCY = 32
 
 #: ``--judge <name>`` presets: base_url, model, key variable.
 PRESETS: dict[str, dict[str, str]] = {
@@ -103,12 +115,14 @@ class JudgeConfig:
     base_url: str | None = None
     model: str | None = None
     api_key_env: str | None = None
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = 600.0
     max_retries: int = 6
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     max_tokens: int = 1024
+    #: AIMD: lower the in-flight limit on HTTP 429 and raise it again slowly (False: always ``concurrency``).
+    adaptive: bool = True
     #: Filled from the preset (or the overrides) in ``__post_init__``.
     resolved: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -213,6 +227,9 @@ class JudgeClient:
         self._errors = ErrorContext(
             config.timeout, None if key == PLACEHOLDER_KEY else key, self.api_key_env, _ERROR_DETAIL_CHARS
         )
+        self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
+        # Outlives each batch: what one round of prompts learnt about the server's rate limit holds for the next.
+        self._limit = AdaptiveLimit(config.concurrency, adaptive=config.adaptive)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.config.name!r}, model={self.model!r}, base_url={self.endpoint!r})"
@@ -224,7 +241,8 @@ class JudgeClient:
         return self.config.scope
 
     def describe(self) -> dict[str, Any]:
-        """What a run record may say about the judge (never the key; the key variable's name only)."""
+        """What a run record may say about the judge (never the key; the key variable's name only).
+        ``adaptive_concurrency`` is what the in-flight limit did up to now (:meth:`AdaptiveLimit.record`)."""
         return {
             "backend": "openai-compatible",
             "name": self.config.name,
@@ -234,6 +252,7 @@ class JudgeClient:
             "api_key_source": self.config.key_source,
             "temperature": self.temperature,
             "concurrency": self.config.concurrency,
+            "adaptive_concurrency": self._limit.record(),
             "timeout": self.config.timeout,
             "max_retries": self.config.max_retries,
             "max_tokens": self.config.max_tokens,
@@ -259,21 +278,9 @@ class JudgeClient:
         if not prompts:
             return []
         client = self._make_client()
-        semaphore = asyncio.Semaphore(self.config.concurrency)
-        refused = asyncio.Event()
-
-        async def one(prompt: str) -> JudgeReply:
-            async with semaphore:
-                # Set before the refused request gives up its slot, so a queued prompt never goes out after it.
-                if refused.is_set():
-                    return JudgeReply(ok=False, error="not sent: the judge refused the credentials")
-                try:
-                    return await self._complete(client, prompt)
-                except JudgeCredentialsError:
-                    refused.set()
-                    raise
-
-        tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+        gate = AsyncGate(self._limit)
+        refused = asyncio.Event()  # set by the first 401/403 while it still holds its slot
+        tasks = [asyncio.ensure_future(self._complete(client, p, gate, refused)) for p in prompts]
         try:
             return list(await asyncio.gather(*tasks))
         finally:
@@ -289,46 +296,26 @@ class JudgeClient:
         # The library's own retries are off: this client retries (with Retry-After and jitter) itself.
         return openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, timeout=self.config.timeout, max_retries=0)
 
-    async def _complete(self, client: Any, prompt: str) -> JudgeReply:
+    async def _complete(self, client: Any, prompt: str, gate: AsyncGate, refused: asyncio.Event) -> JudgeReply:
+        """One prompt's reply: the retry loop's outcome as a :class:`JudgeReply`; a credentials refusal raises."""
         payload = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self.temperature,
             "max_tokens": self.config.max_tokens,
         }
-        attempts = self.config.max_retries + 1
-        last = "no attempt made"
-        for attempt in range(attempts):
-            try:
-                text, served = await self._attempt(client, payload)
-                return JudgeReply(ok=True, text=text, server_model=served, attempts=attempt + 1)
-            except Fatal as exc:
-                if exc.status in (401, 403):
-                    raise self._refusal(exc.status) from None
-                reason = f"{self.endpoint} rejected the request: {exc}"
-                log.warning("judge %s: %s", self.config.name, reason)
-                return JudgeReply(ok=False, error=reason, attempts=attempt + 1)
-            except Retryable as exc:
-                last = str(exc)
-                if attempt + 1 >= attempts:
-                    break
-                delay = backoff_delay(attempt, exc.retry_after, self.config.backoff_base, self.config.backoff_max)
-                log.debug(
-                    "judge %s: attempt %d/%d failed (%s); retrying in %.2fs",
-                    self.config.name,
-                    attempt + 1,
-                    attempts,
-                    last,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            except Exception as exc:  # anything else from the client library: not retried, still named
-                reason = f"{self.endpoint}: unexpected {type(exc).__name__}: {self._errors.scrub(str(exc))}"
-                log.warning("judge %s: %s", self.config.name, reason)
-                return JudgeReply(ok=False, error=reason, attempts=attempt + 1)
-        reason = f"{self.endpoint} failed after {attempts} attempt(s); last error: {last}"
+        run = RetryRun(self._policy, self._errors, log, f"judge {self.config.name}")
+        outcome = await acall_with_retries(lambda: self._attempt(client, payload), run, gate, refused)
+        if isinstance(outcome, Success):
+            text, served = outcome.value
+            return JudgeReply(ok=True, text=text, server_model=served, attempts=outcome.attempts)
+        if outcome.kind == "halted":
+            return JudgeReply(ok=False, error="not sent: the judge refused the credentials", attempts=outcome.attempts)
+        if outcome.kind == "rejected" and outcome.status in CREDENTIAL_STATUSES:
+            raise self._refusal(outcome.status)
+        reason = outcome.reason(self.endpoint)
         log.warning("judge %s: %s", self.config.name, reason)
-        return JudgeReply(ok=False, error=reason, attempts=attempts)
+        return JudgeReply(ok=False, error=reason, attempts=outcome.attempts)
 
     def _refusal(self, status: int) -> JudgeCredentialsError:
         """The error for an HTTP 401/403: which variable's key was sent (or that none was) and what to set."""
@@ -346,10 +333,7 @@ class JudgeClient:
         return JudgeCredentialsError(f"{where}: {advice}")
 
     async def _attempt(self, client: Any, payload: dict[str, Any]) -> tuple[str, str | None]:
-        """One HTTP call: ``(text, server-reported model)``, or :class:`~medbench.endpoint.Retryable` /
-        :class:`~medbench.endpoint.Fatal`."""
-        try:
-            raw = await client.chat.completions.with_raw_response.create(**payload)
-        except Exception as exc:
-            raise self._errors.translate(exc) from None
+        """One HTTP call: ``(text, server-reported model)``. Errors propagate as the client raised them (the retry
+        loop classifies them) or as :class:`~medbench.endpoint.Retryable` for a blank or malformed body."""
+        raw = await client.chat.completions.with_raw_response.create(**payload)
         return parse_chat_body(raw.text, self._errors.scrub, allow_blank=False)

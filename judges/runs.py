@@ -3,6 +3,8 @@
 ``--judge deepseek`` (or any preset / ``--judge-base-url`` + ``--judge-model``) builds a
 :class:`~medbench.judges.client.JudgeClient`; ``--judge hf:<path-or-hub-id>`` builds a
 :class:`~medbench.judges.local.LocalJudge` (``--judge-concurrency`` is then its batch size).
+``--judge-concurrency`` defaults to :data:`DEFAULT_CONCURRENCY` (32): for an endpoint the most requests in flight,
+lowered while the server answers HTTP 429 (AIMD, see :mod:`medbench.judges.client`).
 
 Per (model, task), :func:`judge_rows`:
 
@@ -24,11 +26,10 @@ from typing import Any
 from medbench.errors import UsageError
 from medbench.judges import caption, equivalence
 from medbench.judges.cache import JudgeCache
+from medbench.judges.client import DEFAULT_CONCURRENCY
 from medbench.judges.core import JudgeBackend, Judgement
 from medbench.scoring.aggregate import answer_of
 from medbench.scoring.judged import CAPTION_KIND, EQUIVALENCE_KIND, apply_judge_records
-
-DEFAULT_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ Options (strings, from ``--model-arg openai:<model>.key=value``):
     factor in [0.5, 1]; a ``Retry-After`` (or ``retry-after-ms``) header from the server takes precedence
     (capped at 300 s).
 
-Retries (this module's own loop; the ``openai`` client's built-in retries are off): HTTP 429, 408 and 5xx,
+Retries (the loop shared with the judge client, :func:`medbench.endpoint.call_with_retries`; the ``openai``
+client's built-in retries are off): HTTP 429, 408 and 5xx,
 timeouts, connection errors and malformed response bodies (not JSON, no choices, no string content). Any
 other 4xx fails at once. A request that still fails raises :class:`EndpointError` naming the sample and the
 last error, and the rest of the batch is abandoned: a failure is never turned into an empty prediction.
@@ -43,9 +44,10 @@ from typing import Any, ClassVar, TypeVar
 from medbench.endpoint import (
     PLACEHOLDER_KEY,
     ErrorContext,
-    Fatal,
-    Retryable,
-    backoff_delay,
+    RetryPolicy,
+    RetryRun,
+    Success,
+    call_with_retries,
     endpoint_origin,
     parse_chat_body,
 )
@@ -168,6 +170,7 @@ class OpenAICompatModel(Model):
         self.max_retries = _number_option(options, "max_retries", 5, 0)
         self.backoff_base = _number_option(options, "backoff_base", 1.0, 0.0)
         self.backoff_max = _number_option(options, "backoff_max", 60.0, 0.0)
+        self._policy = RetryPolicy(self.max_retries, self.backoff_base, self.backoff_max)
         self.seed: int | None = None
         if options.get("seed") is not None:
             self.seed = _number_option(options, "seed", 0, -(2**63))
@@ -279,55 +282,24 @@ class OpenAICompatModel(Model):
         return payload
 
     def _complete(self, request: Request, abort: threading.Event) -> str:
+        """The completion for ``request``, retried per :attr:`_policy`; :class:`EndpointError` when it fails for
+        good, ``_Aborted`` when another request of the batch did (``abort`` is set)."""
+        label = f"{self.name}: sample {request.sample_id}"
         payload = self._payload(request)
-        attempts = self.max_retries + 1
-        last = "no attempt made"
-        for attempt in range(attempts):
-            if abort.is_set():
-                raise _Aborted()
-            try:
-                return self._attempt(payload)
-            except Fatal as exc:
-                raise EndpointError(
-                    f"{self.name}: sample {request.sample_id}: {self.endpoint} rejected the request: {exc}",
-                    sample_id=request.sample_id,
-                    status=exc.status,
-                ) from None
-            except Retryable as exc:
-                last = str(exc)
-                if attempt + 1 >= attempts:
-                    break
-                delay = backoff_delay(attempt, exc.retry_after, self.backoff_base, self.backoff_max)
-                log.debug(
-                    "%s: sample %s: attempt %d/%d failed (%s); retrying in %.2fs",
-                    self.name,
-                    request.sample_id,
-                    attempt + 1,
-                    attempts,
-                    last,
-                    delay,
-                )
-                if abort.wait(delay):
-                    raise _Aborted() from None
-            except Exception as exc:  # anything else from the client library: not retried, but still named
-                raise EndpointError(
-                    f"{self.name}: sample {request.sample_id}: {self.endpoint}: unexpected "
-                    f"{type(exc).__name__}: {self._errors.scrub(str(exc))}",
-                    sample_id=request.sample_id,
-                ) from None
+        run = RetryRun(self._policy, self._errors, log, label)
+        outcome = call_with_retries(lambda: self._attempt(payload), run, abort)
+        if isinstance(outcome, Success):
+            return outcome.value
+        if outcome.kind == "halted":
+            raise _Aborted()
         raise EndpointError(
-            f"{self.name}: sample {request.sample_id}: {self.endpoint} failed after {attempts} attempt(s); "
-            f"last error: {last}",
-            sample_id=request.sample_id,
+            f"{label}: {outcome.reason(self.endpoint)}", sample_id=request.sample_id, status=outcome.status
         )
 
     def _attempt(self, payload: dict[str, Any]) -> str:
-        """One HTTP call: the completion text, or :class:`~medbench.endpoint.Retryable` /
-        :class:`~medbench.endpoint.Fatal`."""
-        try:
-            raw = self._client.chat.completions.with_raw_response.create(**payload)
-        except Exception as exc:
-            raise self._errors.translate(exc) from None
+        """One HTTP call: the completion text. Errors propagate as the client raised them (the retry loop
+        classifies them) or as :class:`~medbench.endpoint.Retryable` for a malformed body."""
+        raw = self._client.chat.completions.with_raw_response.create(**payload)
         content, served = parse_chat_body(raw.text, self._errors.scrub, allow_blank=True)
         if served is not None:
             with self._lock:

@@ -62,7 +62,8 @@ def test_deepseek_preset_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.resolved_base_url == "https://api.deepseek.com"
     assert config.resolved_model == "deepseek-chat"
     assert config.resolved_key_env == "DEEPSEEK_API_KEY"
-    assert (config.concurrency, config.timeout) == (16, 600.0)
+    # Issue 10.8: the default concurrency went from 16 to 32 (adaptive: it falls on HTTP 429).
+    assert (config.concurrency, config.adaptive, config.timeout) == (32, True, 600.0)
     assert config.host == "api.deepseek.com"
     # The hosted endpoint needs its key.
     with pytest.raises(UsageError, match="DEEPSEEK_API_KEY"):
@@ -166,9 +167,9 @@ def test_concurrency_is_bounded() -> None:
         assert fake.max_in_flight == 3
     with FakeJudgeServer(latency=0.2) as fake:
         start = time.monotonic()
-        replies = client(fake).complete_many([f"<d{i}>" for i in range(48)])  # default concurrency 16
+        replies = client(fake).complete_many([f"<d{i}>" for i in range(48)])  # default concurrency 32
         assert all(r.ok for r in replies)
-        assert 3 < fake.max_in_flight <= 16
+        assert 3 < fake.max_in_flight <= 32
         assert time.monotonic() - start < 48 * 0.2 / 2
 
 
