@@ -30,10 +30,13 @@ def outputs(run_dir: Path) -> dict[str, str]:
 
 
 def test_hf_models_on_the_demo_set_then_a_cached_rerun(tiny: dict[str, Path], tmp_path: Path) -> None:
-    env = {**os.environ, "MEDBENCH_CACHE": str(tmp_path / "cache.sqlite"), "COLUMNS": "200"}
+    # In-process: the command line's own code path without a second interpreter start-up per run.
+    from medbench.cli import main
+
+    cache = str(tmp_path / "cache.sqlite")
     models = f"hf:{tiny['mllama']},hf:{tiny['qwen2_5_vl']}"
-    first = medbench("run", "--demo", "--models", models, "--tasks", "all", "--output", str(tmp_path / "a"), env=env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    args = ["run", "--demo", "--models", models, "--tasks", "all", "--cache", cache]
+    assert main([*args, "--output", str(tmp_path / "a")]) == 0
     counts = json.loads((tmp_path / "a" / "run.json").read_text())["counts"]
     assert len(counts) == 2 and all(
         c["generated"] > 0 and c["cached"] == 0 for m in counts.values() for c in m.values()
@@ -42,8 +45,7 @@ def test_hf_models_on_the_demo_set_then_a_cached_rerun(tiny: dict[str, Path], tm
     for model in counts:
         assert set(results["metrics"][model]) == {"slake", "pathvqa", "vqa_rad", "rocov2"}
         assert results["models"][model]["fingerprint"]
-    second = medbench("run", "--demo", "--models", models, "--tasks", "all", "--output", str(tmp_path / "b"), env=env)
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert main([*args, "--output", str(tmp_path / "b")]) == 0
     counts = json.loads((tmp_path / "b" / "run.json").read_text())["counts"]
     assert all(c["generated"] == 0 and c["cached"] > 0 for m in counts.values() for c in m.values())  # no model calls
     assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
@@ -63,10 +65,9 @@ def test_torchrun_with_a_tiny_model_equals_single_process(tiny: dict[str, Path],
         launcher=[str(torchrun), "--standalone", "--nproc_per_node", "2"],
     )
     assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
-    single = medbench(
-        *args, "--output", str(tmp_path / "single"), env={**env, "MEDBENCH_CACHE": str(tmp_path / "single.sqlite")}
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    from medbench.cli import main  # the single process runs in-process; only the 2-rank job needs torchrun
+
+    assert main([*args, "--output", str(tmp_path / "single"), "--cache", str(tmp_path / "single.sqlite")]) == 0
     assert outputs(tmp_path / "ddp") == outputs(tmp_path / "single")
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert ddp["metrics"] == json.loads((tmp_path / "single" / "results.json").read_text())["metrics"]
