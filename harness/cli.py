@@ -111,23 +111,22 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     bar, progress = progress_factory(err)
     with bar:
         run = evaluate(models, args.tasks or "all", progress=progress, argv=argv, **options)
-    results = run.to_json()
     output = run.run_dir or Path(".")
     if err.quiet:
         return 0
-    print_results(results, Console())
-    for info in results["tasks"].values():
+    print_results(run, Console())
+    for info in run.tasks.values():
         for warning in info.get("warnings", []):
             err.print(f"[bold yellow]warning[/]: {escape(warning)}", highlight=False)
-    print_protocol_comparison(results, Console())
-    print_judge(results, Console())
-    counts = results.get("counts", {})
+    print_protocol_comparison(run, Console())
+    print_judge(run, Console())
+    counts = {model: {task: r.counts for task, r in per.items()} for model, per in run.results.items()}
     summary = ", ".join(
         f"{m}: " + " ".join(f"{t} {c['generated']}g/{c['cached']}c/{c['skipped']}s" for t, c in per.items())
         for m, per in counts.items()
     )
     err.print(f"samples generated (g) / from cache (c) / skipped (s): {summary}")
-    if "judge" in results:
+    if "judge" in run.header:
         judged = ", ".join(
             f"{m}: "
             + " ".join(

@@ -218,6 +218,7 @@ def test_long_model_names_are_not_truncated_into_ambiguity() -> None:
     from rich.console import Console
 
     from medbench.console import print_results
+    from medbench.results import RunResults
 
     names = ["hf:/tmp/checkpoints/run-2026-11-30/final-one", "hf:/tmp/checkpoints/run-2026-11-30/final-two"]
     entry = {"value": 0.5, "ci95": [0.4, 0.6]}
@@ -231,7 +232,7 @@ def test_long_model_names_are_not_truncated_into_ambiguity() -> None:
         "metrics": {name: {"slake": {"strict": vqa}} for name in names},
     }
     console = Console(width=80, record=True, color_system=None)
-    print_results(results, console)
+    print_results(RunResults.from_json(results), console)
     text = console.export_text()
     assert "…" not in text
     # Folded cells continue on the next lines: the model column, read top to bottom, holds both names in full.
@@ -266,6 +267,7 @@ def test_an_empty_bertscore_column_says_why() -> None:
     from rich.console import Console
 
     from medbench.console import print_results
+    from medbench.results import RunResults
 
     entry = {"value": 0.1, "ci95": [0.0, 0.2], "n": 2}
     results = {
@@ -279,7 +281,7 @@ def test_an_empty_bertscore_column_says_why() -> None:
         },
     }
     console = Console(width=200, record=True, color_system=None)
-    print_results(results, console)
+    print_results(RunResults.from_json(results), console)
     assert (
         "bertscore: not computed — bert-score/torch not installed (pip install 'medbench[hf]')" in console.export_text()
     )
