@@ -435,7 +435,6 @@ def _evaluate_model(
             image_size=config.image_size,
             max_new_tokens=task_data.task.max_new_tokens,
         )
-        has_subgroups = task_data.task.kind == "vqa" and bool(scoring.subgroup_fields)
         results.add(
             TaskResult(
                 model=model_name,
@@ -443,7 +442,8 @@ def _evaluate_model(
                 metrics=run.evaluation.metrics,
                 counts=run.counts,
                 comparability=Comparability.of(settings),
-                subgroups=run.evaluation.subgroups if has_subgroups else None,
+                # evaluate_rows breaks VQA tasks down by their subgroup fields; captions have none
+                subgroups=run.evaluation.subgroups if scoring.subgroup_fields else None,
                 judge_agreement=run.evaluation.judge_agreement if judging is not None else None,
                 timing=run.timing,
             )

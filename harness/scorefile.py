@@ -17,7 +17,7 @@ from typing import Any
 from medbench.errors import DataError
 from medbench.evaluation import evaluate_rows
 from medbench.schema import TaskKind
-from medbench.scoring.aggregate import CAPTION_PROTOCOL, ScoringOptions
+from medbench.scoring.aggregate import ScoringOptions, headline_protocol
 from medbench.scoring.protocols import get_protocol
 from medbench.scoring.vqa import coerce_text
 
@@ -94,7 +94,7 @@ def score_files(paths: Sequence[Path], protocol: str, options: ScoringOptions) -
         evaluation = evaluate_rows(kind, rows, options, judge_fold=reuse if judged else None)
         if stale:
             out.setdefault("judge_records_ignored", {})[task] = stale
-        out["tasks"][task] = evaluation.metrics[CAPTION_PROTOCOL if kind == "caption" else protocol]
+        out["tasks"][task] = evaluation.metrics[headline_protocol(kind, protocol)]
         # The same per-task shape as results.json's metrics[model][task]: every protocol, not only the headline.
         out.setdefault("metrics", {})[task] = evaluation.metrics
         if evaluation.subgroups:
