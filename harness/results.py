@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from medbench.errors import DataError
 from medbench.provenance import stable_hash
@@ -32,6 +32,51 @@ SCHEMA_VERSION = 1
 SCORING_VERSION = 1
 #: Keys of ``results.json`` that hold per-(model, task) results.
 _PER_RESULT = ("metrics", "subgroups", "judge_agreement")
+
+
+class MetricEntry(TypedDict, total=False):
+    """One metric: ``value`` (a fraction in [0, 1]; a 1-5 score with ``scale``; an int for counts such as
+    ``judge_failures``; None when no sample counted), its percentile-bootstrap ``ci95`` [lo, hi] (None for counts
+    and empty subsets) and ``n``, the samples it averages."""
+
+    value: float | int | None
+    ci95: list[float] | None
+    n: int
+    scale: str
+
+
+class ImageRecord(TypedDict, total=False):
+    """A prediction row's image: see :func:`image_record`."""
+
+    kind: str
+    path: str
+    member: str | None
+    row_group: int
+    row: int
+    sha256: str
+
+
+class PredictionRow(TypedDict, total=False):
+    """One line of ``predictions/<model>/<task>.jsonl``. ``prediction`` is the raw output, ``answer`` the extracted
+    answer, ``scores`` ``{protocol or metric: value}`` (``protocol/extra`` keys for protocol extras), ``judge`` the
+    judge's record where one ran (verdict or score, reason, raw reply, judge and server-reported model, failure)."""
+
+    id: str
+    task: str
+    model: str
+    answer_type: str | None
+    question: str | None
+    reference: str
+    prediction: str
+    answer: str
+    metadata: dict[str, Any]
+    image: ImageRecord
+    scores: dict[str, float | None]
+    judge: dict[str, Any]
+
+
+#: ``metrics[protocol][metric]`` of one (model, task).
+TaskMetrics = dict[str, dict[str, MetricEntry]]
 
 
 @dataclass(frozen=True)
@@ -105,14 +150,14 @@ class TaskResult:
 
     model: str
     task: str
-    metrics: dict[str, dict[str, Any]]
+    metrics: TaskMetrics
     counts: dict[str, Any]
     comparability: Comparability
     subgroups: dict[str, Any] | None = None
     judge_agreement: dict[str, Any] | None = None
     timing: dict[str, Any] | None = None
 
-    def metric(self, protocol: str, metric: str) -> dict[str, Any] | None:
+    def metric(self, protocol: str, metric: str) -> MetricEntry | None:
         """``{value, ci95, n}`` of one metric, or None."""
         return self.metrics.get(protocol, {}).get(metric)
 
@@ -142,7 +187,7 @@ class RunResults:
     def get(self, model: str, task: str) -> TaskResult | None:
         return self.results.get(model, {}).get(task)
 
-    def rows(self, model: str, task: str) -> Iterator[dict[str, Any]]:
+    def rows(self, model: str, task: str) -> Iterator[PredictionRow]:
         """The prediction rows of one (model, task), read lazily from ``predictions/<model>/<task>.jsonl``."""
         if self.run_dir is None:
             raise DataError("these results were not read from a run directory; no prediction rows to read")
@@ -224,7 +269,7 @@ class RunResults:
         write_json_atomic(run_dir / "results.json", self.to_json())
 
 
-def image_record(ref: ImageRef, root: Path, sha256: str) -> dict[str, Any]:
+def image_record(ref: ImageRef, root: Path, sha256: str) -> ImageRecord:
     """A prediction row's locatable image reference: ``{kind, path, member, row_group, row, sha256}`` with ``path``
     relative to the data root (``member``: the zip member or parquet column; ``row_group``/``row``: the parquet
     cell), so a report can show the image from the data folder without running a loader, and check it is the
@@ -234,11 +279,12 @@ def image_record(ref: ImageRef, root: Path, sha256: str) -> dict[str, Any]:
         relative = path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:  # outside the data root (a symlinked folder): keep it absolute
         relative = path.as_posix()
-    record: dict[str, Any] = {"kind": ref.kind, "path": relative, "sha256": sha256}
+    record: ImageRecord = {"kind": ref.kind, "path": relative, "sha256": sha256}
     if ref.kind != "file":
         record["member"] = ref.member
     if ref.kind == "parquet":
-        record.update(row_group=ref.row_group, row=ref.row)
+        record["row_group"] = ref.row_group
+        record["row"] = ref.row
     return record
 
 
