@@ -144,9 +144,21 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 "parsed. They are left out of judge_score and clinical (not counted as 0); each prediction row's "
                 "judge.failure says why. A rerun asks only those again (the rest is cached)."
             )
+    from medbench.reports.site import build_report
+
+    report = build_report([output], output / "report")
     err.print(
         f"results: {output / 'results.json'}\npredictions: {output / 'predictions'}/\nrun record: {output / 'run.json'}"
+        f"\nreport: {report}"
     )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from medbench.reports.site import build_report
+
+    out = args.out or (args.runs[0] / "report" if len(args.runs) == 1 else Path("report"))
+    print(f"report: {build_report(args.runs, out)}")
     return 0
 
 
@@ -325,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--resamples", type=_whole(1), default=1000, help="bootstrap resamples for the 95%% CIs")
     _bertscore_args(score)
     score.set_defaults(func=cmd_score)
+
+    rep = sub.add_parser("report", help="a static HTML report (leaderboards, charts, provenance) of run directories")
+    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by medbench run")
+    rep.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report for one run, else ./report)")
+    rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered tasks or models")
     lst.add_argument("what", choices=("tasks", "models"))

@@ -204,6 +204,17 @@ class RunResults:
                     except json.JSONDecodeError as exc:
                         raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
 
+    def record(self) -> dict[str, Any]:
+        """The run's ``run.json`` (argv, resolved config, versions, git commit, platform, threads, status); empty when
+        these results were not read from a run directory or it has none."""
+        if self.run_dir is None:
+            return {}
+        try:
+            data = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def to_json(self) -> dict[str, Any]:
         """The ``results.json`` document."""
         doc = dict(self.header)
