@@ -26,7 +26,7 @@ install-hf: $(BIN)/python
 
 demo: install
 	$(BIN)/medbench run --output $(DEMO_OUT)
-	@echo "Run directory: $(DEMO_OUT)/ (results.json, run.json, predictions/<model>/<task>.jsonl)"
+	@echo "Run directory: $(DEMO_OUT)/ (results.json, run.json, predictions/<model>/<task>.jsonl, report/index.html)"
 
 lint: install-dev
 	$(BIN)/ruff check .
