@@ -154,7 +154,8 @@ def test_wheel_name(wheel: Path) -> None:
      "medbench/tasks/slake.py", "medbench/tasks/pathvqa.py", "medbench/tasks/vqa_rad.py",
      "medbench/tasks/rocov2.py", "medbench/scoring/vqa.py", "medbench/stats.py", "medbench/endpoint.py",
      "medbench/judges/runs.py", "medbench/judges/templates/caption_appendix_d.jinja",
-     "medbench/judges/templates/open_equivalence.jinja"],
+     "medbench/judges/templates/open_equivalence.jinja", "medbench/reports/paper.py", "medbench/reports/charts.py",
+     "medbench/reports/data/llama32med_paper.json"],
 )  # fmt: skip
 def test_wheel_contains(wheel_names: set[str], path: str) -> None:
     assert path in wheel_names
@@ -202,6 +203,25 @@ def test_wheel_has_prompts_and_templates(wheel_names: set[str]) -> None:
     assert sorted({_wheel_path("harness", p) for p in prompts} - wheel_names) == []
     templates = [f for f in _source_files("reports") if f.relative_to(REPO / "reports").parts[0] == "templates"]
     assert sorted({_wheel_path("reports", f) for f in templates} - wheel_names) == []
+
+
+def test_paper_table_loads_from_the_unpacked_wheel(wheel: Path, tmp_path: Path) -> None:
+    """The paper's tables are package data read through importlib.resources: they must load from an installed
+    layout, not only from the repository (guards the "data/*.json" package-data entry)."""
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "site")
+    code = (
+        "import json, medbench.reports.paper as p\n"
+        "print(json.dumps({'file': p.__file__, 'rows': len(p.paper_rows()), 'key': p.citation()['key']}))"
+    )
+    env = _clean_env() | {"PYTHONPATH": str(tmp_path / "site")}  # ahead of the editable install's finder
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    assert Path(loaded["file"]).resolve().is_relative_to((tmp_path / "site").resolve())
+    assert loaded["rows"] == 14 and loaded["key"] == "llama32med"
 
 
 def test_wheel_metadata(wheel: Path) -> None:
