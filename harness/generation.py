@@ -69,9 +69,9 @@ def _generate_batch(model: Model, batch: Sequence[Request]) -> tuple[list[str | 
     :class:`SampleError` is retried one request at a time, so one unreadable image costs only its own sample."""
     try:
         return list(_checked(model, batch)), {}
-    except SampleError:
-        if len(batch) == 1:
-            raise
+    except SampleError as exc:
+        if len(batch) == 1:  # already alone: no point in asking again
+            return [None], {batch[0].sample_id: str(exc)}
     texts: list[str | None] = []
     failed: dict[str, str] = {}
     for request in batch:
@@ -116,10 +116,7 @@ def generate_all(
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         started = time.perf_counter()
-        try:
-            texts, batch_failed = _generate_batch(model, [r for r, _ in batch])
-        except SampleError as exc:
-            texts, batch_failed = [None], {batch[0][0].sample_id: str(exc)}
+        texts, batch_failed = _generate_batch(model, [r for r, _ in batch])
         model_seconds += time.perf_counter() - started
         failed.update(batch_failed)
         done = [(r, k, t) for (r, k), t in zip(batch, texts, strict=True) if t is not None]

@@ -415,7 +415,6 @@ def _evaluate_model(
         if run is None:  # another rank of a distributed run: rank 0 evaluates and writes
             continue
         run_info["counts"][model_name][name] = run.counts
-        save(out_dir / "run.json", run_info)
         if judging is not None:
             # What the server says it ran (an alias like deepseek-chat moves between model versions).
             seen = {r["judge"].get("server_model") for r in run.rows if "judge" in r} - {None}
@@ -425,7 +424,7 @@ def _evaluate_model(
             adaptive = judging.backend.describe().get("adaptive_concurrency")
             if adaptive is not None:
                 judge_info["adaptive_concurrency"] = adaptive
-            save(out_dir / "run.json", run_info)
+        save(out_dir / "run.json", run_info)
         results.header["models"][model_name] = model.describe() | {"fingerprint": model.fingerprint()}
         settings = comparability_settings(
             task=name,
