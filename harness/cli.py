@@ -23,10 +23,15 @@ def _batch_size(value: str) -> int | None:
     return int(value)
 
 
-def _whole(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``least`` (argparse turns the ValueError into exit 2 naming the option)."""
+def _whole(setting: str) -> Callable[[str], int]:
+    """An argparse type: a whole number >= the least value :data:`medbench.runconfig.MINIMUMS` allows for
+    ``setting`` (argparse turns the error into exit 2 naming the option). The table is read on use, so building
+    the parser imports nothing heavy."""
 
     def parse(value: str) -> int:
+        from medbench.runconfig import MINIMUMS
+
+        least = MINIMUMS[setting][0]
         try:
             number = int(value)
         except ValueError:
@@ -35,7 +40,7 @@ def _whole(least: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, not {value!r}")
         return number
 
-    parse.__name__ = f"whole number >= {least}"
+    parse.__name__ = "whole number"
     return parse
 
 
@@ -206,7 +211,9 @@ def _bertscore_args(parser: argparse.ArgumentParser) -> None:
         "--bertscore-model",
         help="BERTScore model id or path (default: roberta-large if cached, else the bundled all-MiniLM-L6-v2)",
     )
-    parser.add_argument("--bertscore-layers", type=_whole(1), help="BERTScore layer (required for unknown models)")
+    parser.add_argument(
+        "--bertscore-layers", type=_whole("bertscore_layers"), help="BERTScore layer (required for unknown models)"
+    )
 
 
 def cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -235,6 +242,7 @@ def cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(prog="medbench", description="Evaluate medical multimodal LLMs.")
     parser.add_argument("--version", action="version", version=f"medbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--demo", action="store_true", help="use the bundled demo set")
     run.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    run.add_argument("--limit", type=_whole(1), help="evaluate only the first N samples of each task")
+    run.add_argument("--limit", type=_whole("limit"), help="evaluate only the first N samples of each task")
     run.add_argument("--output", type=Path, help="run directory (default: runs/<timestamp>)")
     run.add_argument(
         "--closed-rule",
@@ -265,10 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="closed/open split: yesno (gold is yes/no; default) or answer_type (dataset labels)",
     )
     run.add_argument("--prompt", choices=("role", "generic"), default="role", help="prompt template style")
-    run.add_argument("--image-size", type=_whole(0), default=512, help="resize images to N x N (0 keeps originals)")
+    run.add_argument(
+        "--image-size",
+        type=_whole("image_size"),
+        default=512,
+        help="resize images to N x N (0 keeps originals)",
+    )
     run.add_argument("--full", action="store_true", help="rocov2: all test captions, not the fixed 1,000 subset")
-    run.add_argument("--seed", type=_whole(0), default=0, help="bootstrap seed")
-    run.add_argument("--resamples", type=_whole(1), default=1000, help="bootstrap resamples for the 95%% CIs")
+    run.add_argument("--seed", type=_whole("seed"), default=0, help="bootstrap seed")
+    run.add_argument("--resamples", type=_whole("resamples"), default=1000, help="bootstrap resamples for the 95%% CIs")
     run.add_argument("--batch-size", default="auto", help="N, or auto (the adapter's own default)")
     run.add_argument(
         "--model-arg",
@@ -304,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument(
         "--judge-concurrency",
-        type=_whole(1),
+        type=_whole("judge_concurrency"),
         default=32,
         metavar="N",
         help="the most requests in flight at once; halved on HTTP 429 and raised again after successes "
@@ -312,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument(
         "--judge-max-retries",
-        type=_whole(0),
+        type=_whole("judge_max_retries"),
         default=6,
         metavar="N",
         help="retries per judge request on 429/5xx/timeouts/blank replies, with exponential backoff (default 6)",
@@ -333,8 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--protocol", default="strict", help="VQA protocol to report (default: strict)")
     score.add_argument("--json", action="store_true", help="print the result as JSON")
-    score.add_argument("--seed", type=_whole(0), default=0, help="bootstrap seed")
-    score.add_argument("--resamples", type=_whole(1), default=1000, help="bootstrap resamples for the 95%% CIs")
+    score.add_argument("--seed", type=_whole("seed"), default=0, help="bootstrap seed")
+    score.add_argument(
+        "--resamples", type=_whole("resamples"), default=1000, help="bootstrap resamples for the 95%% CIs"
+    )
     _bertscore_args(score)
     score.set_defaults(func=cmd_score)
 

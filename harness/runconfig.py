@@ -49,15 +49,10 @@ class RunConfig:
 
     def validate(self) -> None:
         """Refuse option values that would crash later or quietly mean something else (exit 2, naming the option)."""
-        checks = [
-            ("--resamples", self.resamples, 1, "bootstrap resamples for the 95% CIs"),
-            ("--seed", self.seed, 0, "the bootstrap seed"),
-            ("--image-size", self.image_size, 0, "N x N pixels, or 0 to keep the original size"),
-            ("--limit", self.limit, 1, "samples per task"),
-            ("--batch-size", self.batch_size, 1, "requests per model call, or auto"),
-        ]
-        for option, value, least, meaning in checks:
+        for name, (least, meaning) in MINIMUMS.items():
+            value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                option = "--" + name.replace("_", "-")
                 raise UsageError(f"{option} must be a whole number >= {least} ({meaning}), not {value!r}")
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +76,19 @@ class RunConfig:
         """sha256 of the settings that can change a number (not the output path, cache, batch size, ...)."""
         return stable_hash(self.resolved()["numbers"])
 
+
+#: Whole-number settings and their least allowed value: checked by :meth:`RunConfig.validate` (the Python API and
+#: config files) and by the command line's argument types, from this one table.
+MINIMUMS: dict[str, tuple[int, str]] = {
+    "resamples": (1, "bootstrap resamples for the 95% CIs"),
+    "seed": (0, "the bootstrap seed"),
+    "image_size": (0, "N x N pixels, or 0 to keep the original size"),
+    "limit": (1, "samples per task"),
+    "batch_size": (1, "requests per model call, or auto"),
+    "bertscore_layers": (1, "the BERTScore model's layer"),
+    "judge_concurrency": (1, "judge requests in flight"),
+    "judge_max_retries": (0, "retries per judge request"),
+}
 
 #: RunConfig fields that can change a reported number. The rest (output, cache, batch size, image verification,
 #: headline protocol — every protocol is computed —, judge concurrency/retries/timeout, key variable) cannot.
