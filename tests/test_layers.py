@@ -8,17 +8,23 @@ model plugins by importing them (that is its job), and the package root re-expor
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
+# repository folder -> package, as pyproject.toml maps them (a new source folder is covered without editing this)
 FOLDERS = {
-    "harness": "medbench",
-    "tasks": "medbench.tasks",
-    "judges": "medbench.judges",
-    "reports": "medbench.reports",
-    "training": "medbench.training",
+    folder: package
+    for package, folder in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ].items()
 }
 
 #: Lowest first. A unit is ``medbench.<name>`` (a module or a subpackage).
