@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medbench.errors import UsageError
-from medbench.results import RunResults, TaskResult, load_run
+from medbench.results import Comparability, RunResults, TaskResult, load_run
 
 VQA_COLUMNS = ("closed_accuracy", "open_accuracy", "overall_accuracy")
 CAPTION_COLUMNS = ("judge_score", "bleu", "token_recall", "rouge1", "bertscore_f1")
@@ -50,9 +50,13 @@ class Row:
 class Table:
     """The rows of one task that share a comparability key."""
 
-    key: str
+    comparability: Comparability
     rows: list[Row] = field(default_factory=list)
     differs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # setting -> (this table's, the first's)
+
+    @property
+    def key(self) -> str:
+        return self.comparability.key
 
 
 def _cell(entry: dict[str, Any] | None, *, scale: bool) -> dict[str, Any]:
@@ -91,27 +95,17 @@ def _row(run: RunResults, label: str, result: TaskResult, kind: str) -> Row:
 def leaderboard(runs: Sequence[tuple[str, RunResults]]) -> dict[str, list[Table]]:
     """``{task: [Table, ...]}``: measured rows grouped by comparability key, the largest group first."""
     by_task: dict[str, dict[str, Table]] = {}
-    kinds: dict[str, str] = {}
     for label, run in runs:
         for per_task in run.results.values():
             for task, result in per_task.items():
-                kinds[task] = run.tasks[task]["kind"]
                 tables = by_task.setdefault(task, {})
-                table = tables.setdefault(result.comparability.key, Table(result.comparability.key))
-                table.rows.append(_row(run, label, result, kinds[task]))
-                table.differs = {}  # filled below
+                table = tables.setdefault(result.comparability.key, Table(result.comparability))
+                table.rows.append(_row(run, label, result, run.tasks[task]["kind"]))
     out: dict[str, list[Table]] = {}
-    settings = {
-        (task, result.comparability.key): result.comparability
-        for _, run in runs
-        for per in run.results.values()
-        for task, result in per.items()
-    }
     for task, tables in by_task.items():
         ordered = sorted(tables.values(), key=lambda t: -len(t.rows))
-        first = settings[(task, ordered[0].key)]
         for table in ordered[1:]:
-            table.differs = settings[(task, table.key)].differences(first)
+            table.differs = table.comparability.differences(ordered[0].comparability)
         out[task] = ordered
     return out
 
