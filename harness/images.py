@@ -147,8 +147,3 @@ def decode_image(data: bytes, *, where: str, size: int | None) -> Image.Image:
 def open_image(ref: ImageRef, size: int | None) -> Image.Image:
     """Open ``ref`` as an RGB PIL image, resized to ``size`` x ``size`` unless ``size`` is falsy."""
     return decode_image(read_image_bytes(ref), where=ref.describe(), size=size)
-
-
-def check_image(ref: ImageRef) -> None:
-    """Fully decode ``ref`` once (no resize) so corrupt files are found before any model runs."""
-    open_image(ref, None)

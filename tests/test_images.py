@@ -5,7 +5,7 @@ from conftest import image_bytes
 from PIL import Image
 
 from medbench.errors import SampleError
-from medbench.images import check_image, safe_join, safe_member
+from medbench.images import open_image, safe_join, safe_member
 from medbench.schema import ImageRef
 
 
@@ -36,10 +36,10 @@ def test_corrupt_and_missing_images_raise_sample_errors(tmp_path: Path) -> None:
     corrupt = tmp_path / "bad.jpg"
     corrupt.write_bytes(b"definitely not a jpeg")
     with pytest.raises(SampleError, match=r"bad\.jpg: image is corrupt"):
-        check_image(ImageRef("file", str(corrupt)))
+        open_image(ImageRef("file", str(corrupt)), None)
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(image_bytes(1)[:200])
     with pytest.raises(SampleError, match="corrupt"):
-        check_image(ImageRef("file", str(truncated)))
+        open_image(ImageRef("file", str(truncated)), None)
     with pytest.raises(SampleError, match="cannot be read"):
-        check_image(ImageRef("file", str(tmp_path / "missing.jpg")))
+        open_image(ImageRef("file", str(tmp_path / "missing.jpg")), None)
