@@ -163,7 +163,15 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from medbench.reports.site import build_report
 
     out = args.out or (args.runs[0] / "report" if len(args.runs) == 1 else Path("report"))
-    print(f"report: {build_report(args.runs, out)}")
+    print(f"report: {build_report(args.runs, out, compare=args.compare)}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from medbench.reports.publish import publish
+
+    summary = publish(args.runs, args.dest)
+    print(summary.describe())
     return 0
 
 
@@ -356,7 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="a static HTML report (leaderboards, charts, provenance) of run directories")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by medbench run")
     rep.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report for one run, else ./report)")
+    rep.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="a model pair to compare sample by sample (repeatable; default: every X vs X+lora:* pair present, "
+        "or every pair of up to four models)",
+    )
     rep.set_defaults(func=cmd_report)
+
+    pub = sub.add_parser("publish", help="add runs to the published leaderboard folder (pages + leaderboard.json)")
+    pub.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by medbench run")
+    pub.add_argument(
+        "--dest", type=Path, default=Path("leaderboard"), help="the leaderboard folder (default: ./leaderboard)"
+    )
+    pub.set_defaults(func=cmd_publish)
 
     lst = sub.add_parser("list", help="list registered tasks or models")
     lst.add_argument("what", choices=("tasks", "models"))

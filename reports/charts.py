@@ -152,7 +152,9 @@ def grouped_bars(
     top = 36 + 18 * len(rows) + 10
     rotate = any(_width(g) > group_w - 4 for g in groups)
     bottom = (12 + max((_width(g) for g in groups), default=0) * 0.6 + 10) if rotate else 30
-    width = max(left + plot_w + right, left + legend_w + right, _width(title, 14) + 20)
+    width = max(
+        left + plot_w + right, left + legend_w + right, _width(title, 16) + 20
+    )  # bold 14 px runs wider than the average glyph
     height = top + _PLOT_H + bottom
     base = top + _PLOT_H
 
@@ -240,7 +242,7 @@ def horizontal_bars(
     left = max((_width(lab) for lab in labels), default=0) + 16
     top, right = 36, 80
     height = top + row_h * max(len(labels), 1) + 46
-    width = max(left + plot_w + right, _width(title, 14) + 20)
+    width = max(left + plot_w + right, _width(title, 16) + 20)  # bold 14 px title
     base = top + row_h * len(labels)
 
     def x_of(v: float) -> float:

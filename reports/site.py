@@ -1,161 +1,212 @@
-"""``medbench report``: a self-contained static page from run directories (Jinja, autoescape on, no CDN, no network).
+"""``medbench report``: a self-contained static site from run directories (Jinja, autoescape on, no CDN, no network).
 
-It reads runs only through :func:`medbench.results.load_run` — never models, judges or the runner — and writes
-``index.html`` (one file: inline CSS, inline SVG charts, a small dependency-free script). Per task, one leaderboard
-table per comparability key: results whose keys differ never share a table, and a later table names the settings
-that differ from the first. Every protocol's numbers are precomputed into the page, so the protocol switch changes
-them without reloading; the paper's reported numbers sit in their own, visibly distinct tables.
+It reads runs only through :func:`medbench.results.load_run` — never models, judges or the runner — and writes::
+
+    index.html                      leaderboards, the paper's rows, charts, paired comparisons, protocol
+                                    disagreement, provenance
+    samples/<model>/<task>.html     the sample browser of one model on one task
+    samples/<A>~vs~<B>/<task>.html  two models side by side on the samples both answered, flips marked
+    thumbs/<sha256>-160.jpg         thumbnails of the evaluated images (named by content, reused by later builds)
+
+Every page opens from ``file://`` and from any static host. Every protocol's numbers are precomputed into the
+index, so the protocol switch changes them (and the charts, and the paired comparisons) without reloading.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medbench.errors import UsageError
-from medbench.results import Comparability, RunResults, TaskResult, load_run
+from medbench.errors import DataError, UsageError
+from medbench.reports.figures import Figure, caption_figures, figure3, subgroup_figures
+from medbench.reports.leaderboard import (
+    CAPTION_COLUMNS,
+    LABELS,
+    TASK_TITLES,
+    VQA_COLUMNS,
+    Table,
+    leaderboard,
+    paper_table,
+)
+from medbench.reports.pages import script_json, write_page, write_samples_page
+from medbench.reports.paired import PairComparison, compare_rows, default_pairs, parse_pair
+from medbench.reports.samples import CAPTION_SAMPLE_METRICS, Disagreement, compact, disagreement, joined
+from medbench.reports.thumbs import make_thumbnails
+from medbench.results import RunResults, TaskResult, load_run, safe_name
 
-VQA_COLUMNS = ("closed_accuracy", "open_accuracy", "overall_accuracy")
-CAPTION_COLUMNS = ("judge_score", "bleu", "token_recall", "rouge1", "bertscore_f1")
-LABELS = {
-    "closed_accuracy": "closed",
-    "open_accuracy": "open",
-    "overall_accuracy": "overall",
-    "judge_score": "judge (1–5)",
-    "bleu": "BLEU",
-    "token_recall": "recall",
-    "rouge1": "ROUGE-1",
-    "bertscore_f1": "BERTScore",
-}
-TASK_TITLES = {"slake": "SLAKE", "pathvqa": "PathVQA", "vqa_rad": "VQA-RAD", "rocov2": "ROCOv2 captioning"}
+__all__ = ["build_report", "leaderboard"]
 
 
 @dataclass
-class Row:
-    """One measured leaderboard row: a model's result on a task, with every protocol's cells precomputed."""
+class _Entry:
+    """One (run, model) of the report and where its pages go."""
 
+    index: int
+    label: str
+    run: RunResults
     model: str
-    adapter: str
-    run: str
-    n: int
-    skipped: int
-    judge_failures: int | None
-    cells: dict[str, dict[str, dict[str, Any]]]  # protocol -> metric -> {text, ci, sort}
+    slug: str
 
 
 @dataclass
-class Table:
-    """The rows of one task that share a comparability key."""
+class _TaskView:
+    """Everything the index shows for one task besides its leaderboard tables."""
 
-    comparability: Comparability
-    rows: list[Row] = field(default_factory=list)
-    differs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # setting -> (this table's, the first's)
-
-    @property
-    def key(self) -> str:
-        return self.comparability.key
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    disagreements: list[tuple[str, str, Disagreement]] = field(default_factory=list)  # (model, page, summary)
+    missing: list[str] = field(default_factory=list)  # why a model's sample browser is absent
 
 
-def _cell(entry: dict[str, Any] | None, *, scale: bool) -> dict[str, Any]:
-    """Text, CI text and sort key of one metric entry (fractions shown in %, 1–5 scores as they are)."""
-    if not entry or entry.get("value") is None:
-        return {"text": "–", "ci": "", "sort": None}
-    value, ci = float(entry["value"]), entry.get("ci95")
-    if scale or entry.get("scale"):
-        return {"text": f"{value:.2f}", "ci": f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "", "sort": value}
-    return {"text": f"{100 * value:.1f}", "ci": f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else "", "sort": value}
-
-
-def _row(run: RunResults, label: str, result: TaskResult, kind: str) -> Row:
-    columns = VQA_COLUMNS if kind == "vqa" else CAPTION_COLUMNS
-    cells = {
-        protocol: {m: _cell(metrics.get(m), scale=m == "judge_score") for m in columns}
-        for protocol, metrics in result.metrics.items()
-    }
-    failures = None
-    for metrics in result.metrics.values():
-        entry = metrics.get("judge_failures")
-        if entry and entry.get("value") is not None:
-            failures = int(entry["value"])
-    model_info = run.header.get("models", {}).get(result.model, {})
-    return Row(
-        model=result.model,
-        adapter=str(model_info.get("class", "")),
-        run=label,
-        n=int(result.counts.get("n", 0)),
-        skipped=int(result.counts.get("skipped", 0)),
-        judge_failures=failures,
-        cells=cells,
-    )
-
-
-def leaderboard(runs: Sequence[tuple[str, RunResults]]) -> dict[str, list[Table]]:
-    """``{task: [Table, ...]}``: measured rows grouped by comparability key, the largest group first."""
-    by_task: dict[str, dict[str, Table]] = {}
-    for label, run in runs:
-        for per_task in run.results.values():
-            for task, result in per_task.items():
-                tables = by_task.setdefault(task, {})
-                table = tables.setdefault(result.comparability.key, Table(result.comparability))
-                table.rows.append(_row(run, label, result, run.tasks[task]["kind"]))
-    out: dict[str, list[Table]] = {}
-    for task, tables in by_task.items():
-        ordered = sorted(tables.values(), key=lambda t: -len(t.rows))
-        for table in ordered[1:]:
-            table.differs = table.comparability.differences(ordered[0].comparability)
-        out[task] = ordered
+def _entries(runs: Sequence[tuple[str, RunResults]]) -> list[_Entry]:
+    """A page folder per (run, model): the model's safe name, with ``~2``, ``~3`` ... for a model in several runs."""
+    out, used = [], set()
+    for index, (label, run) in enumerate(runs):
+        for model in run.models:
+            slug, k = safe_name(model), 1
+            while slug in used:
+                k += 1
+                slug = f"{safe_name(model)}~{k}"
+            used.add(slug)
+            out.append(_Entry(index, label, run, model, slug))
     return out
 
 
-def _paper(task: str) -> list[dict[str, Any]]:
-    """The paper's reported rows for ``task`` (empty when the paper data is not installed)."""
+def _pairs(entries: Sequence[_Entry], compare: Sequence[str]) -> list[tuple[str, str]]:
+    models = list(dict.fromkeys(e.model for e in entries))
+    if compare:
+        return list(dict.fromkeys(parse_pair(spec, models) for spec in compare))
+    return default_pairs(models)
+
+
+def _read_rows(entry: _Entry, task: str) -> list[dict[str, Any]] | str:
+    """The prediction rows of one (run, model, task), or why they cannot be read (the page then says so)."""
     try:
-        from medbench.reports.paper import paper_rows
-    except ImportError:  # pragma: no cover - the data ships with the package
-        return []
-    columns = CAPTION_COLUMNS if task == "rocov2" else VQA_COLUMNS
-    rows = []
-    for row in paper_rows():
-        values = row.values.get(task)
-        if values and any(values.get(c) is not None for c in columns):
-            entries = {c: ({"value": values.get(c)} if values.get(c) is not None else None) for c in columns}
-            cells = {c: _cell(entries[c], scale=c == "judge_score") for c in columns}
-            rows.append({"method": row.method, "group": row.group, "cells": cells})
-    return rows
+        return [dict(r) for r in entry.run.rows(entry.model, task)]
+    except DataError as exc:
+        return str(exc)
 
 
-def _charts(tables: dict[str, list[Table]], kinds: dict[str, str], protocol: str) -> list[str]:
-    """Inline SVG charts: VQA closed / open / overall per dataset and model (the paper's Figure 3), and captions."""
-    try:
-        from medbench.reports.charts import grouped_bars
-    except ImportError:  # pragma: no cover
-        return []
-    charts = []
-    vqa_tasks = [t for t in tables if kinds[t] == "vqa"]
-    if vqa_tasks:
-        groups = [f"{TASK_TITLES.get(t, t)} {LABELS[m]}" for t in vqa_tasks for m in VQA_COLUMNS]
-        series = sorted({r.model for t in vqa_tasks for r in tables[t][0].rows})
-        values: dict[tuple[str, str], tuple[float, float, float] | None] = {}
-        for t in vqa_tasks:
-            for row in tables[t][0].rows:
-                for m in VQA_COLUMNS:
-                    entry = row.cells.get(protocol, {}).get(m, {})
-                    values[(f"{TASK_TITLES.get(t, t)} {LABELS[m]}", row.model)] = _triple(entry)
-        charts.append(grouped_bars(groups, series, values, title=f"VQA accuracy ({protocol}), 95% CI", y_label="%"))
-    return charts
+def _task_pages(
+    out: Path,
+    task: str,
+    kind: str,
+    members: Sequence[tuple[_Entry, TaskResult]],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    protocols: Sequence[str],
+    headline: str,
+    demo: bool,
+) -> tuple[_TaskView, dict[tuple[int, str], str]]:
+    """Write the sample browser pages of one task; returns what the index shows and each entry's page path."""
+    view, pages = _TaskView(), {}
+    title = TASK_TITLES.get(task, task)
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for i, (entry, _) in enumerate(members):
+        got = _read_rows(entry, task)
+        if isinstance(got, str):
+            view.missing.append(f"{entry.model}: no sample browser ({got})")
+        else:
+            rows[i] = got
+    images: list[tuple[dict[str, Any], Path | None]] = []
+    for i, got in rows.items():
+        root = (members[i][0].run.tasks.get(task, {}).get("data") or {}).get("root")
+        images.extend((r["image"], Path(root) if root else None) for r in got if isinstance(r.get("image"), dict))
+    thumbs = make_thumbnails(images, out)
+    records: dict[int, list[dict[str, Any]]] = {}
+    for i, got in rows.items():
+        entry, result = members[i]
+        fields = list(result.subgroups or {})
+        records[i] = [compact(r, kind, protocols, fields, thumbs) for r in got]
+        page = f"samples/{entry.slug}/{task}.html"
+        pages[(entry.index, entry.model)] = page
+        present = [m for m in CAPTION_SAMPLE_METRICS if any(m in (x.get("v") or {}) for x in records[i])]
+        write_samples_page(
+            out,
+            page,
+            records=records[i],
+            mode="single",
+            kind=kind,
+            heading=f"{entry.model} on {title}",
+            subtitle=f"{len(records[i])} samples from run {entry.label}",
+            protocols=protocols,
+            headline=headline,
+            caption_metrics=present,
+            demo=demo,
+        )
+        if kind == "vqa":
+            view.disagreements.append((entry.model, page, disagreement(records[i], protocols)))
+    for a, b in pairs:
+        side_a = [i for i, (e, _) in enumerate(members) if e.model == a and i in rows]
+        side_b = [i for i, (e, _) in enumerate(members) if e.model == b and i in rows]
+        if not side_a or not side_b:
+            continue
+        view.pairs.append(_pair(out, task, kind, members, rows, records, side_a, side_b, protocols, headline, demo))
+    return view, pages
 
 
-def _triple(cell: dict[str, Any]) -> tuple[float, float, float] | None:
-    if cell.get("sort") is None:
-        return None
-    value = float(cell["sort"])
-    if cell.get("ci"):
-        lo, hi = (float(x) / 100 for x in cell["ci"].split("–"))
-        return value, lo, hi
-    return value, value, value
+def _pair(
+    out: Path,
+    task: str,
+    kind: str,
+    members: Sequence[tuple[_Entry, TaskResult]],
+    rows: dict[int, list[dict[str, Any]]],
+    records: dict[int, list[dict[str, Any]]],
+    side_a: Sequence[int],
+    side_b: Sequence[int],
+    protocols: Sequence[str],
+    headline: str,
+    demo: bool,
+) -> dict[str, Any]:
+    """Compare the first comparable (A, B) results of a task and write their side-by-side page."""
+    match = next(
+        ((i, j) for i in side_a for j in side_b if members[i][1].comparability.key == members[j][1].comparability.key),
+        None,
+    )
+    ia, ib = match if match else (side_a[0], side_b[0])
+    (ea, ra), (eb, rb) = members[ia], members[ib]
+    if match is None:
+        result = PairComparison(task, ea.model, eb.model, comparable=False)
+        result.differs = rb.comparability.differences(ra.comparability)
+        return {"comparison": result, "page": None}
+    bootstrap = ea.run.header.get("scoring", {}).get("bootstrap", {})
+    result = compare_rows(
+        task,
+        kind,
+        ea.model,
+        eb.model,
+        rows[ia],
+        rows[ib],
+        protocols,
+        resamples=int(bootstrap.get("resamples", 1000)),
+        seed=int(bootstrap.get("seed", 0)),
+    )
+    shared, only_a, only_b = joined(records[ia], records[ib])
+    page = f"samples/{ea.slug}~vs~{eb.slug}/{task}.html"
+    notes = (
+        [f"{only_a} samples only {ea.model} has and {only_b} only {eb.model} has are left out"]
+        if only_a or only_b
+        else []
+    )
+    present = [m for m in CAPTION_SAMPLE_METRICS if any(m in (x["A"].get("v") or {}) for x in shared)]
+    write_samples_page(
+        out,
+        page,
+        records=shared,
+        mode="pair",
+        kind=kind,
+        heading=f"{ea.model} vs {eb.model} on {TASK_TITLES.get(task, task)}",
+        subtitle=f"{len(shared)} samples both answered; rows where {eb.model} is better are green, worse red",
+        protocols=protocols,
+        headline=headline,
+        caption_metrics=present,
+        demo=demo,
+        a_label=ea.model,
+        b_label=eb.model,
+        notes=notes,
+    )
+    return {"comparison": result, "page": page}
 
 
 def _provenance(label: str, run: RunResults) -> dict[str, Any]:
@@ -188,33 +239,68 @@ def _provenance(label: str, run: RunResults) -> dict[str, Any]:
     }
 
 
-def build_report(run_dirs: Sequence[Path], out: Path) -> Path:
-    """Write ``out/index.html`` for the runs in ``run_dirs``; returns its path."""
+def build_report(
+    run_dirs: Sequence[Path],
+    out: Path,
+    *,
+    compare: Sequence[str] = (),
+    title: str = "medbench report",
+    published: bool = False,
+) -> Path:
+    """Write the site for the runs in ``run_dirs`` into ``out``; returns the path of ``out/index.html``.
+
+    ``compare`` names model pairs ``"A:B"`` for paired comparisons (default: every ``X`` vs ``X+lora:*`` pair, or
+    every pair of up to four models when there is none)."""
     if not run_dirs:
         raise UsageError("medbench report: name at least one run directory")
-    runs = [(str(d), load_run(d)) for d in run_dirs]
+    unique = list(dict.fromkeys(Path(d) for d in run_dirs))
+    runs = [(str(d), load_run(d)) for d in unique]
     tables = leaderboard(runs)
     kinds = {task: run.tasks[task]["kind"] for _, run in runs for task in run.tasks}
     protocols = list(runs[0][1].header.get("scoring", {}).get("protocols", {}))
     headline = runs[0][1].header.get("headline_protocol", "strict")
-    page = _template().render(
-        title="medbench report",
-        demo=any(run.header.get("data") == "demo" for _, run in runs),
-        tasks=[(task, TASK_TITLES.get(task, task), kinds[task], tables[task], _paper(task)) for task in tables],
+    demo = any(run.header.get("data") == "demo" for _, run in runs)
+    entries = _entries(runs)
+    pairs = _pairs(entries, compare)
+    views: dict[str, _TaskView] = {}
+    pages: dict[tuple[int, str], dict[str, str]] = {}
+    for task in tables:
+        members = [(e, r) for e in entries if (r := e.run.get(e.model, task)) is not None]
+        view, task_pages = _task_pages(
+            out, task, kinds[task], members, pairs, protocols=protocols, headline=headline, demo=demo
+        )
+        views[task] = view
+        for key, page in task_pages.items():
+            pages.setdefault(key, {})[task] = page
+    labels = {label: i for i, (label, _) in enumerate(runs)}
+    for task, group in tables.items():
+        for table in group:
+            for row in table.rows:
+                row.page = pages.get((labels[row.run], row.model), {}).get(task, "")
+    figures: list[Figure] = [
+        *figure3(tables, kinds, protocols),
+        *subgroup_figures(runs, tables, protocols),
+        *caption_figures(tables, kinds),
+    ]
+    write_page(
+        out / "index.html",
+        "index.html.jinja",
+        title=title,
+        demo=demo,
+        published=published,
+        tasks=[(task, TASK_TITLES.get(task, task), kinds[task], tables[task], paper_table(task)) for task in tables],
+        views=views,
         vqa_columns=VQA_COLUMNS,
         caption_columns=CAPTION_COLUMNS,
         labels=LABELS,
         protocols=protocols,
         headline=headline,
-        charts=_charts(tables, kinds, headline),
+        figures=figures,
         provenance=[_provenance(label, run) for label, run in runs],
         citation=_citation(),
-        cells_json=_script_json(_cells(tables)),
+        cells_json=script_json(_cells(tables)),
     )
-    out.mkdir(parents=True, exist_ok=True)
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return out / "index.html"
 
 
 def _cells(tables: dict[str, list[Table]]) -> dict[str, Any]:
@@ -227,27 +313,7 @@ def _cells(tables: dict[str, list[Table]]) -> dict[str, Any]:
     }
 
 
-def _script_json(data: Any) -> str:
-    """JSON safe inside a <script> element: no '</', no '<!--', no U+2028/2029 can end or confuse it."""
-    text = json.dumps(data, ensure_ascii=True, sort_keys=True)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 def _citation() -> dict[str, Any]:
-    try:
-        from medbench.reports.paper import citation
-    except ImportError:  # pragma: no cover
-        return {}
+    from medbench.reports.paper import citation
+
     return citation()
-
-
-def _template() -> Any:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(
-        loader=PackageLoader("medbench.reports", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template("index.html.jinja")

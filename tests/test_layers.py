@@ -57,7 +57,18 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("front ends", {"cli", "console", "testing", "reports", "training", ""}),
 ]
 #: What reports (and the regression gate, which lives with them) may read: run directories, never models or judges.
-REPORT_ALLOWED = {"results", "evaluation", "stats", "scoring", "errors", "schema", "provenance", "fileio", "reports"}
+REPORT_ALLOWED = {
+    "results",
+    "evaluation",
+    "stats",
+    "scoring",
+    "errors",
+    "schema",
+    "provenance",
+    "fileio",
+    "images",
+    "reports",
+}
 EXCEPTIONS = {("registry", "models"), ("registry", "tasks"), ("", "api"), ("", "results")}
 
 

@@ -135,3 +135,69 @@ def test_medbench_report_command(runs: Path, tmp_path: Path, capsys: pytest.Capt
     assert (tmp_path / "r" / "index.html").is_file()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def records(page: Path) -> list[dict]:
+    """The sample records a browser page carries."""
+    text = page.read_text(encoding="utf-8")
+    blob = re.search(r'<script id="records" type="application/json">(.*?)</script>', text, re.S)
+    assert blob is not None
+    return json.loads(blob.group(1))
+
+
+def test_every_model_and_task_gets_a_sample_browser_with_thumbnails(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    index = build_report([runs / "a", runs / "b"], out)
+    run = load_run(runs / "a")
+    for model in ("prior", "yes"):
+        for task in run.tasks:
+            got = records(out / "samples" / model / f"{task}.html")
+            rows = list(run.rows(model, task))
+            assert [r["id"] for r in got] == [str(r["id"]) for r in rows]
+            assert [r["o"] for r in got] == [r["prediction"] for r in rows]
+            for record in got:  # the demo images are on this machine: every sample has its thumbnail
+                assert record["i"] and (out / record["i"]).is_file(), record
+    # the second run's "yes" gets its own folder, and the index links each row to its own page
+    assert (
+        len(records(out / "samples" / "yes~2" / "vqa_rad.html"))
+        == load_run(runs / "b").get("yes", "vqa_rad").counts["n"]
+    )
+    html = index.read_text(encoding="utf-8")
+    assert 'href="samples/yes~2/vqa_rad.html"' in html and 'href="samples/prior/slake.html"' in html
+
+
+def test_the_default_pair_is_compared_and_shown_side_by_side(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    html = build_report([runs / "a"], out).read_text(encoding="utf-8")
+    run = load_run(runs / "a")
+    for task in run.tasks:
+        shared = records(out / "samples" / "prior~vs~yes" / f"{task}.html")
+        assert len(shared) == run.get("prior", task).counts["n"]
+        assert all(set(r) >= {"A", "B", "id", "q", "g"} for r in shared)
+        assert f'href="samples/prior~vs~yes/{task}.html"' in html
+    assert html.count('<table class="paired"') == len(run.tasks)
+
+
+def test_a_pair_whose_settings_differ_is_named_not_compared(runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "a", run)
+    doc = json.loads((run / "results.json").read_text())
+    entry = doc["comparability"]["prior"]["vqa_rad"]
+    entry["settings"]["closed_rule"] = "answer_type"
+    entry["key"] = "different"
+    (run / "results.json").write_text(json.dumps(doc))
+    html = build_report([run], tmp_path / "out", compare=["prior:yes"]).read_text(encoding="utf-8")
+    section = html[html.index('id="paired"') :]
+    assert "Not compared: the two results are not comparable" in section and "<code>closed_rule</code>" in section
+    assert section.count('<table class="paired"') == len(load_run(run).tasks) - 1
+
+
+def test_report_compare_option_names_pairs_and_rejects_unknown_models(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(runs / "a"), "--out", str(tmp_path / "r"), "--compare", "yes:prior"]) == 0
+    assert (tmp_path / "r" / "samples" / "yes~vs~prior" / "slake.html").is_file()
+    assert main(["report", str(runs / "a"), "--out", str(tmp_path / "r2"), "--compare", "yes:nobody"]) == 2
+    assert "--compare 'yes:nobody'" in capsys.readouterr().err
