@@ -33,12 +33,13 @@ class Row:
     """One measured leaderboard row: a model's result on a task, with every protocol's cells precomputed."""
 
     model: str
-    adapter: str
+    adapter: str  # the LoRA adapter (its path or hub id), empty for a base model
     run: str
     n: int
     skipped: int
     judge_failures: int | None
     cells: dict[str, dict[str, dict[str, Any]]]  # protocol -> metric -> {text, ci, sort}
+    model_class: str = ""  # the adapter class that ran it (HFModel, OpenAICompatModel, PriorBaseline, ...)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> metric -> results.json entry
     page: str = ""  # the site-relative path of this row's sample browser (set by the site builder)
 
@@ -80,7 +81,8 @@ def _row(run: RunResults, label: str, result: TaskResult, kind: str) -> Row:
     model_info = run.header.get("models", {}).get(result.model, {})
     return Row(
         model=result.model,
-        adapter=str(model_info.get("class", "")),
+        adapter=str((model_info.get("adapter") or {}).get("id") or ""),
+        model_class=str(model_info.get("class", "")),
         run=label,
         n=int(result.counts.get("n", 0)),
         skipped=int(result.counts.get("skipped", 0)),

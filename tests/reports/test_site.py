@@ -201,3 +201,16 @@ def test_report_compare_option_names_pairs_and_rejects_unknown_models(
     assert (tmp_path / "r" / "samples" / "yes~vs~prior" / "slake.html").is_file()
     assert main(["report", str(runs / "a"), "--out", str(tmp_path / "r2"), "--compare", "yes:nobody"]) == 2
     assert "--compare 'yes:nobody'" in capsys.readouterr().err
+
+
+def test_the_leaderboard_shows_each_rows_lora_adapter(runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "a", run)
+    doc = json.loads((run / "results.json").read_text())
+    doc["models"]["yes"]["adapter"] = {"id": "/adapters/stage2", "path": "/adapters/stage2", "revision": None}
+    (run / "results.json").write_text(json.dumps(doc))
+    html = build_report([run], tmp_path / "out").read_text(encoding="utf-8")
+    cells = re.findall(r'<td class="left adapter">(.*?)<span', html)
+    assert cells.count("/adapters/stage2") == len(doc["tasks"]) and cells.count("–") == len(doc["tasks"])
