@@ -171,7 +171,8 @@ def cmd_publish(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from medbench.reports.publish import publish
 
     summary = publish(args.runs, args.dest)
-    print(summary.describe())
+    for line in summary.lines():
+        print(line)
     return 0
 
 
@@ -375,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     pub = sub.add_parser("publish", help="add runs to the published leaderboard folder (pages + leaderboard.json)")
-    pub.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by medbench run")
+    pub.add_argument(
+        "runs", nargs="*", type=Path, metavar="RUN_DIR", help="run directories to add (none: rebuild the board's pages)"
+    )
     pub.add_argument(
         "--dest", type=Path, default=Path("leaderboard"), help="the leaderboard folder (default: ./leaderboard)"
     )

@@ -254,7 +254,8 @@ def build_report(
     if not run_dirs:
         raise UsageError("medbench report: name at least one run directory")
     unique = list(dict.fromkeys(Path(d) for d in run_dirs))
-    runs = [(str(d), load_run(d)) for d in unique]
+    # A published board names runs by folder (their content id): no local path of whoever published leaks into it.
+    runs = [(d.name if published else str(d), load_run(d)) for d in unique]
     tables = leaderboard(runs)
     kinds = {task: run.tasks[task]["kind"] for _, run in runs for task in run.tasks}
     protocols = list(runs[0][1].header.get("scoring", {}).get("protocols", {}))
