@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from medbench.reports.samples import CAPTION_SAMPLE_METRICS
+
 #: Samples per page of the browser.
 PAGE_SIZE = 100
 
@@ -63,13 +65,15 @@ def write_samples_page(
     subtitle: str,
     protocols: Sequence[str],
     headline: str,
-    caption_metrics: Sequence[str],
     demo: bool,
     a_label: str = "",
     b_label: str = "",
     notes: Sequence[str] = (),
 ) -> None:
     """Write one sample browser page at ``site/relative`` (``mode`` ``single`` or ``pair``)."""
+    sides = [r.get("A", {}) for r in records] if mode == "pair" else records
+    # the caption metrics these rows have, in the usual order (judge_score only where a judge ran)
+    caption_metrics = [m for m in CAPTION_SAMPLE_METRICS if any(m in (x.get("v") or {}) for x in sides)]
     depth = relative.count("/")
     root = "../" * depth
     config = {"mode": mode, "kind": kind, "root": root, "pageSize": PAGE_SIZE, "protocols": list(protocols)}

@@ -32,7 +32,7 @@ from medbench.reports.leaderboard import (
 )
 from medbench.reports.pages import script_json, write_page, write_samples_page
 from medbench.reports.paired import PairComparison, compare_rows, default_pairs, parse_pair
-from medbench.reports.samples import CAPTION_SAMPLE_METRICS, Disagreement, compact, disagreement, joined
+from medbench.reports.samples import Disagreement, compact, disagreement, joined
 from medbench.reports.thumbs import make_thumbnails
 from medbench.results import RunResults, TaskResult, load_run, safe_name
 
@@ -121,7 +121,6 @@ def _task_pages(
         records[i] = [compact(r, kind, protocols, fields, thumbs) for r in got]
         page = f"samples/{entry.slug}/{task}.html"
         pages[(entry.index, entry.model)] = page
-        present = [m for m in CAPTION_SAMPLE_METRICS if any(m in (x.get("v") or {}) for x in records[i])]
         write_samples_page(
             out,
             page,
@@ -132,7 +131,6 @@ def _task_pages(
             subtitle=f"{len(records[i])} samples from run {entry.label}",
             protocols=protocols,
             headline=headline,
-            caption_metrics=present,
             demo=demo,
         )
         if kind == "vqa":
@@ -189,7 +187,6 @@ def _pair(
         if only_a or only_b
         else []
     )
-    present = [m for m in CAPTION_SAMPLE_METRICS if any(m in (x["A"].get("v") or {}) for x in shared)]
     write_samples_page(
         out,
         page,
@@ -200,7 +197,6 @@ def _pair(
         subtitle=f"{len(shared)} samples both answered; rows where {eb.model} is better are green, worse red",
         protocols=protocols,
         headline=headline,
-        caption_metrics=present,
         demo=demo,
         a_label=ea.model,
         b_label=eb.model,
