@@ -301,9 +301,12 @@ def missing_browser(executable: Path | None = None) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """One headless Debian Chromium for the whole session (skips, or fails under CI, when it cannot run)."""
+    """One headless Debian Chromium per test module (skips, or fails under CI, when it cannot run).
+
+    Per module, not per session: while Playwright's sync API is active it keeps an asyncio loop running in this
+    thread, and every later test that calls ``asyncio.run`` (the judge and endpoint tests) would fail."""
     reason = missing_browser()
     if reason is not None:
         unavailable(reason)
@@ -416,10 +419,13 @@ def open_page(chromium: Browser) -> Iterator[Opener]:
 
 
 @pytest.fixture(scope="session")
-def demo_site(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The report of one demo run (:data:`DEMO_MODELS`, every task), built once and served for the session.
 
-    It asks for ``chromium`` first so that a machine without a browser skips before spending the build."""
+    A machine without a browser skips (or fails under CI) before spending the build."""
+    reason = missing_browser()
+    if reason is not None:
+        unavailable(reason)
     root = tmp_path_factory.mktemp("browser-demo")
     site = build_site([build_demo_run(root)], root / "site")
     try:
