@@ -6,7 +6,7 @@ It reads runs only through :func:`medbench.results.load_run` — never models, j
                                     disagreement, provenance
     samples/<model>/<task>.html     the sample browser of one model on one task
     samples/<A>~vs~<B>/<task>.html  two models side by side on the samples both answered, flips marked
-    thumbs/<sha256>-160.jpg         thumbnails of the evaluated images (named by content, reused by later builds)
+    thumbs/<sha256>-128.jpg         thumbnails of the evaluated images (named by content, reused by later builds)
 
 Every page opens from ``file://`` and from any static host. Every protocol's numbers are precomputed into the
 index, so the protocol switch changes them (and the charts, and the paired comparisons) without reloading.
@@ -111,8 +111,9 @@ def _task_pages(
             rows[i] = got
     images: list[tuple[dict[str, Any], Path | None]] = []
     for i, got in rows.items():
-        root = (members[i][0].run.tasks.get(task, {}).get("data") or {}).get("root")
-        images.extend((r["image"], Path(root) if root else None) for r in got if isinstance(r.get("image"), dict))
+        recorded = (members[i][0].run.tasks.get(task, {}).get("data") or {}).get("root")
+        root = Path(recorded) if recorded else None
+        images.extend((r["image"], root) for r in got if isinstance(r.get("image"), dict))
     thumbs = make_thumbnails(images, out)
     records: dict[int, list[dict[str, Any]]] = {}
     for i, got in rows.items():

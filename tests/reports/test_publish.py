@@ -412,3 +412,24 @@ def test_the_publish_command_adds_runs_and_exits_2_on_bad_input(
     assert str(runs) not in page_text and str(dest) not in page_text  # no local path of the publisher on the page
     assert main(["publish", str(tmp_path / "nowhere"), "--dest", str(dest)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_checked_in_board_is_the_demo_board_this_code_builds(tmp_path: Path) -> None:
+    """leaderboard/ in the repository: a demo board whose run copies check out, and which republishing with this
+    code leaves byte-identical (after a change to the pages: `medbench publish --dest leaderboard` and commit)."""
+    board_dir = Path(__file__).resolve().parents[2] / "leaderboard"
+    if not (board_dir / BOARD_FILE).is_file():
+        pytest.skip("no leaderboard/ here (an installed package, not a checkout)")
+    doc = json.loads((board_dir / BOARD_FILE).read_text(encoding="utf-8"))
+    assert doc["demo"] is True and doc["entries"]
+    assert "DEMO DATA" in (board_dir / "index.html").read_text(encoding="utf-8")
+    for run_id in {e["run_id"] for e in doc["entries"]}:
+        folder = board_dir / "runs" / run_id
+        for line in (folder / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
+            digest, name = line.split(maxsplit=1)
+            assert hashlib.sha256((folder / name.lstrip("*")).read_bytes()).hexdigest() == digest, (run_id, name)
+        assert load_run(folder).models
+    copy = tmp_path / "leaderboard"
+    shutil.copytree(board_dir, copy)
+    publish([], copy)
+    assert tree_hash(copy) == tree_hash(board_dir), "leaderboard/ is stale: run `medbench publish --dest leaderboard`"
