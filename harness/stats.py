@@ -160,11 +160,16 @@ def paired_bootstrap(
     return {"n": int(diff.size), "delta": float(diff.mean()), "ci95": [float(lo), float(hi)], "p_value": p}
 
 
-def paired_test(a: np.ndarray, b: np.ndarray, **kwargs: int | float) -> dict[str, object]:
-    """McNemar when both score vectors are binary, else a paired bootstrap; the chosen test is named."""
+def paired_test(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = 0.95
+) -> dict[str, object]:
+    """Compare paired per-sample scores: ``{test, n, delta, ci95, p_value}`` with ``delta = mean(b) - mean(a)`` and
+    its paired-bootstrap CI; the p-value is exact McNemar's when both vectors are 0/1 (then also ``a_wins``,
+    ``b_wins``, ``discordant``), else the paired bootstrap's. The chosen test is named."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    boot = paired_bootstrap(a, b, resamples=resamples, seed=seed, level=level)
     binary = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
     if binary:
-        return {"test": "mcnemar_exact", **mcnemar_exact(a, b)}
-    return {"test": "paired_bootstrap", **paired_bootstrap(a, b, **kwargs)}  # type: ignore[arg-type]
+        return {"test": "mcnemar_exact", **mcnemar_exact(a, b), "ci95": boot["ci95"]}
+    return {"test": "paired_bootstrap", **boot}

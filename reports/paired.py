@@ -18,7 +18,7 @@ import numpy as np
 from medbench.errors import UsageError
 from medbench.evaluation import metric_vectors
 from medbench.scoring.aggregate import CAPTION_PROTOCOL
-from medbench.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, mcnemar_exact, paired_bootstrap
+from medbench.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, paired_test
 
 VQA_METRICS = ("closed_accuracy", "open_accuracy", "overall_accuracy")
 #: Per-sample caption metrics (corpus BLEU has no per-sample vector; its sentence-level form stands in for it).
@@ -84,11 +84,9 @@ class PairComparison:
 
 
 def compare_metric(a: np.ndarray, b: np.ndarray, *, resamples: int, seed: int) -> MetricComparison:
-    """Compare aligned per-sample values: McNemar when both are 0/1, a paired bootstrap otherwise."""
-    boot = paired_bootstrap(a, b, resamples=resamples, seed=seed)
-    binary = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
-    p_value = float(mcnemar_exact(a, b)["p_value"]) if binary else float(boot["p_value"])
-    ci = boot["ci95"]
+    """Compare aligned per-sample values with :func:`medbench.stats.paired_test` (McNemar when both are 0/1)."""
+    test = paired_test(a, b, resamples=resamples, seed=seed)
+    ci = test["ci95"]
     assert isinstance(ci, list)
     return MetricComparison(
         n=int(a.size),
@@ -97,10 +95,10 @@ def compare_metric(a: np.ndarray, b: np.ndarray, *, resamples: int, seed: int) -
         ties=int(np.sum(b == a)),
         a_mean=float(a.mean()) if a.size else 0.0,
         b_mean=float(b.mean()) if b.size else 0.0,
-        delta=float(boot["delta"]),
+        delta=float(test["delta"]),
         ci95=[float(x) for x in ci],
-        p_value=p_value,
-        test="mcnemar_exact" if binary else "paired_bootstrap",
+        p_value=float(test["p_value"]),
+        test=str(test["test"]),
     )
 
 
