@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := constraints-cpu.txt
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install install-dev install-hf lint typecheck clean
+.PHONY: demo test gate-demo install install-dev install-hf lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ typecheck: install-dev
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# The regression gate on this repository's own demo run, against the checked-in leaderboard/baseline/ (.ci/run runs
+# it after the tests): the blind baselines must not regress. A deliberate change: add --update-baseline and commit.
+gate-demo: install-dev
+	$(BIN)/medbench run --output build/gate-demo --no-cache
+	$(BIN)/medbench gate --candidate build/gate-demo --markdown build/gate-demo/gate.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -44,6 +44,22 @@ def _whole(setting: str) -> Callable[[str], int]:
     return parse
 
 
+def _fraction(setting: str) -> Callable[[str], float]:
+    """An argparse type: a number in [0, 1) (``--max-drop 0.01`` is one point, ``--alpha 0.05``)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0.0 <= number < 1.0:
+            raise argparse.ArgumentTypeError(f"--{setting} must be a fraction in [0, 1), not {value!r}")
+        return number
+
+    parse.__name__ = "fraction"
+    return parse
+
+
 def _positive_seconds(value: str) -> float:
     """An argparse type: a number of seconds > 0."""
     try:
@@ -174,6 +190,54 @@ def cmd_publish(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for line in summary.lines():
         print(line)
     return 0
+
+
+def cmd_gate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import json
+
+    from rich.console import Console
+
+    from medbench.reports.baseline import promote
+    from medbench.reports.gate_output import append_step_summary, markdown, print_table
+    from medbench.reports.gating import run_gate
+
+    err = Console(stderr=True)
+    if args.update_baseline and not args.baseline.exists():
+        err.print(f"no baseline at {args.baseline} yet: promoting {args.candidate} as the first one")
+        print(f"baseline: {promote(args.candidate, args.baseline)}")
+        return 0
+    report = run_gate(
+        args.baseline,
+        args.candidate,
+        pairs=args.pair,
+        metrics=args.metric,
+        protocol=args.protocol,
+        max_drop=args.max_drop,
+        alpha=args.alpha,
+        allow_changes=args.allow_change,
+        fail_on_inconclusive=args.fail_on_inconclusive,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        # A CI log is no terminal: rich would wrap the table at 80 columns.
+        print_table(report, Console() if sys.stdout.isatty() else Console(width=200))
+    text = markdown(report)
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    summary = append_step_summary(text)
+    if summary is not None:
+        err.print(f"summary appended to {summary}")
+    code = report.exit_code
+    if args.update_baseline:
+        if code and not args.force:
+            err.print("[bold red]refusing --update-baseline[/]: the candidate regresses (--force promotes it anyway)")
+            return code
+        err.print(f"baseline updated: {promote(args.candidate, args.baseline)}")
+        return 0
+    return code
 
 
 def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -383,6 +447,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--dest", type=Path, default=Path("leaderboard"), help="the leaderboard folder (default: ./leaderboard)"
     )
     pub.set_defaults(func=cmd_publish)
+
+    gate = sub.add_parser(
+        "gate", help="fail CI on a real regression: paired tests on the same samples, Holm-corrected, explained"
+    )
+    gate.add_argument(
+        "--baseline",
+        type=Path,
+        default=Path("leaderboard/baseline"),
+        help="run directory, prediction JSONL file(s) or published baseline (default: leaderboard/baseline)",
+    )
+    gate.add_argument("--candidate", type=Path, required=True, help="run directory or prediction JSONL file(s)")
+    gate.add_argument(
+        "--pair", action="append", default=[], metavar="BASE:CAND", help="pair two differently named models"
+    )
+    gate.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        help="a metric to gate (repeatable; default: closed/open/overall accuracy; captions judge_score, bleu, "
+        "bertscore_f1)",
+    )
+    gate.add_argument("--protocol", help="VQA protocol (default: the runs' headline protocol)")
+    gate.add_argument(
+        "--max-drop", type=_fraction("max-drop"), default=0.01, help="tolerated drop, a fraction (default 0.01)"
+    )
+    gate.add_argument("--alpha", type=_fraction("alpha"), default=0.05, help="significance level after Holm")
+    gate.add_argument("--allow-change", action="append", default=[], metavar="SETTING", help="accept a changed setting")
+    gate.add_argument("--fail-on-inconclusive", action="store_true", help="exit 1 on an inconclusive row too")
+    gate.add_argument("--json", action="store_true", help="print everything as JSON")
+    gate.add_argument("--markdown", type=Path, metavar="FILE", help="write the Markdown summary here")
+    gate.add_argument("--update-baseline", action="store_true", help="promote the candidate to --baseline")
+    gate.add_argument("--force", action="store_true", help="with --update-baseline: promote even a regression")
+    gate.add_argument("--seed", type=_whole("seed"), default=0, help="bootstrap seed")
+    gate.add_argument("--resamples", type=_whole("resamples"), default=1000, help="bootstrap resamples")
+    gate.set_defaults(func=cmd_gate)
 
     lst = sub.add_parser("list", help="list registered tasks or models")
     lst.add_argument("what", choices=("tasks", "models"))

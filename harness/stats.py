@@ -173,3 +173,63 @@ def paired_test(
     if binary:
         return {"test": "mcnemar_exact", **mcnemar_exact(a, b), "ci95": boot["ci95"]}
     return {"test": "paired_bootstrap", **boot}
+
+
+def _corpus_scores(sums: np.ndarray, batch_metric: Callable[[np.ndarray], np.ndarray], integer: bool) -> np.ndarray:
+    """``batch_metric`` of summed statistics rows; integer statistics (n-gram counts) are rounded back to exact
+    integers first (a resampled sum is a float matrix product)."""
+    if integer:
+        sums = np.rint(sums).astype(np.int64)
+    return np.asarray(batch_metric(sums), dtype=np.float64)
+
+
+def paired_corpus_bootstrap(
+    stats_a: np.ndarray,
+    stats_b: np.ndarray,
+    batch_metric: Callable[[np.ndarray], np.ndarray],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = 0.95,
+) -> dict[str, object]:
+    """Paired bootstrap of a corpus-level metric (corpus BLEU, or any metric of summed per-sample statistics).
+
+    ``stats_a`` / ``stats_b`` hold one row of additive statistics per sample, row i of both being the same sample
+    (e.g. :func:`medbench.scoring.caption.bleu_statistics` of each side's captions); ``batch_metric`` maps a
+    (resamples, k) array of summed rows to their scores (e.g. ``bleu_from_statistics_batch``). Every resample
+    draws the same sample indices for both sides, so the between-sample spread both share cancels out of the
+    delta. Returns ``{test, n, delta, ci95, p_value, a_value, b_value}``: ``delta`` = metric(sum b) - metric(sum a)
+    on the full set (``a_value`` / ``b_value``), the percentile CI of the resampled deltas, and a two-sided p-value
+    defined as in :func:`paired_bootstrap` (1.0 when both sides' statistics are identical).
+    """
+    # One statistic per sample may come as a flat vector: a column, so batch_metric always sees (resamples, k).
+    a, b = np.asarray(stats_a), np.asarray(stats_b)
+    a, b = (a[:, None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired statistics must align: {a.shape} vs {b.shape}")
+    n = int(a.shape[0])
+    if n == 0:
+        empty = {"delta": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0, "a_value": 0.0, "b_value": 0.0}
+        return {"test": "paired_corpus_bootstrap", "n": 0, **empty}
+    integer = bool(np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer))
+    value_a = float(_corpus_scores(a.sum(axis=0, keepdims=True), batch_metric, integer)[0])
+    value_b = float(_corpus_scores(b.sum(axis=0, keepdims=True), batch_metric, integer)[0])
+    # The same (n, resamples, seed) gives both sides the same draws: the one cached count matrix when it fits,
+    # else the same seeded index stream chunk by chunk. That is what makes this bootstrap paired.
+    deltas = _corpus_scores(resampled_sums(b, resamples, seed), batch_metric, integer) - _corpus_scores(
+        resampled_sums(a, resamples, seed), batch_metric, integer
+    )
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(deltas, [alpha, 1.0 - alpha])
+    p = min(1.0, 2.0 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    if np.array_equal(a, b):
+        p = 1.0
+    return {
+        "test": "paired_corpus_bootstrap",
+        "n": n,
+        "delta": value_b - value_a,
+        "ci95": [float(lo), float(hi)],
+        "p_value": p,
+        "a_value": value_a,
+        "b_value": value_b,
+    }

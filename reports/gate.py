@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["regression", "improvement", "no change", "inconclusive"]
+#: Width of the judge score's 1-5 scale: ``--max-drop`` (a fraction of a metric's range) times this for judge_score.
+JUDGE_RANGE = 4.0
 #: Exit codes: 0 pass, 1 regression (or inconclusive with --fail-on-inconclusive), 2 unusable input.
 EXIT_PASS, EXIT_REGRESSION, EXIT_UNUSABLE = 0, 1, 2
 
@@ -87,6 +89,8 @@ def samples_needed(n: int, delta: float, ci95: tuple[float, float], max_drop: fl
 def decide(comparison: Comparison, *, alpha: float, max_drop: float) -> Comparison:
     """Set ``verdict``, ``samples_needed`` and ``why`` from the Holm-adjusted p-value and the CI."""
     c, significant = comparison, comparison.p_holm < alpha
+    # --max-drop is a fraction of the metric's range: the 1-5 judge score's range is 4 wide.
+    max_drop = max_drop * JUDGE_RANGE if c.metric == "judge_score" else max_drop
     pts = c.scale
     drop = f"{pts * -c.delta:.1f}" if c.metric != "judge_score" else f"{-c.delta:.2f}"
     if significant and c.delta < -max_drop:

@@ -67,6 +67,7 @@ REPORT_ALLOWED = {
     "provenance",
     "fileio",
     "images",
+    "scorefile",  # the gate reads prediction JSONL files as `medbench score` does
     "reports",
 }
 EXCEPTIONS = {("registry", "models"), ("registry", "tasks"), ("", "api"), ("", "results")}
