@@ -137,6 +137,13 @@ def _log_comb(n: int, k: np.ndarray) -> np.ndarray:
     return np.asarray(lgamma(n + 1) - lg(k + 1) - lg(n - k + 1), dtype=np.float64)
 
 
+def _bootstrap_p(deltas: np.ndarray) -> float:
+    """Two-sided bootstrap p-value: twice the smaller share of resampled deltas on either side of 0, counted with
+    the add-one rule ((k + 1) / (R + 1)), so it is never 0: R resamples cannot show a p below 1 / (R + 1)."""
+    below, above = int(np.sum(deltas <= 0)), int(np.sum(deltas >= 0))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (deltas.size + 1))
+
+
 def paired_bootstrap(
     a: np.ndarray, b: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = 0.95
 ) -> dict[str, float | int | list[float]]:
@@ -154,7 +161,7 @@ def paired_bootstrap(
     deltas = diff[_indices(diff.size, resamples, seed)].mean(axis=1)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(deltas, [alpha, 1.0 - alpha])
-    p = min(1.0, 2.0 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    p = _bootstrap_p(deltas)
     if np.all(diff == 0):
         p = 1.0
     return {"n": int(diff.size), "delta": float(diff.mean()), "ci95": [float(lo), float(hi)], "p_value": p}
@@ -221,7 +228,7 @@ def paired_corpus_bootstrap(
     )
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(deltas, [alpha, 1.0 - alpha])
-    p = min(1.0, 2.0 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    p = _bootstrap_p(deltas)
     if np.array_equal(a, b):
         p = 1.0
     return {

@@ -107,7 +107,9 @@ def decide(comparison: Comparison, *, alpha: float, max_drop: float) -> Comparis
             if c.samples_needed is not None
             else "the point estimate itself is a drop larger than --max-drop; more samples cannot clear it"
         )
-        c.why = f"not significant (p={c.p_holm:.3g} after Holm), but the CI allows a larger drop: {need}"
+        # A significant drop within --max-drop whose CI reaches past it is a real drop of unknown size.
+        state = "a significant drop within --max-drop" if significant else "not significant"
+        c.why = f"{state} (p={c.p_holm:.3g} after Holm), but the CI allows a larger drop: {need}"
     else:
         c.verdict = "no change"
         c.why = (

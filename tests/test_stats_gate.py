@@ -170,7 +170,8 @@ def _reference_paired_corpus_bootstrap(
         deltas.append(bleu_from_statistics(stats_b[idx].sum(axis=0)) - bleu_from_statistics(stats_a[idx].sum(axis=0)))
     d = np.array(deltas)
     lo, hi = np.quantile(d, [0.025, 0.975])
-    p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
+    # the add-one rule: (k + 1) / (R + 1) on the smaller side, doubled
+    p = min(1.0, 2.0 * (min(int(np.sum(d <= 0)), int(np.sum(d >= 0))) + 1) / (d.size + 1))
     return [float(lo), float(hi)], p
 
 

@@ -52,3 +52,8 @@ def test_exit_codes() -> None:
     fine = decide(comparison(0.0, (-0.005, 0.005), 1.0), alpha=0.05, max_drop=0.01)
     assert exit_code([fine, unsure]) == 0 and exit_code([fine, bad]) == 1
     assert exit_code([fine, unsure], fail_on_inconclusive=True) == 1
+
+
+def test_a_significant_small_drop_whose_ci_reaches_past_max_drop_says_so() -> None:
+    c = decide(comparison(-0.0089, (-0.0143, -0.0036), 0.0013), alpha=0.05, max_drop=0.01)
+    assert c.verdict == "inconclusive" and c.why.startswith("a significant drop within --max-drop")
