@@ -1,1 +1,2 @@
-"""The paper's two-stage LoRA/QLoRA training recipe. Not built yet: see the project's training issue."""
+"""The paper's two-stage LoRA/QLoRA training recipe (in progress: typed configs, LoRA placement presets with exact
+counts, the label-masking collator; the recipe itself is the next part of the training issue)."""
