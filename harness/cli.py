@@ -490,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     from medbench.testing import configure_parser
 
     configure_parser(sub.add_parser("testing", help="offline test fixtures (tiny random models of every family)"))
+    from medbench.training.cli import configure_parser as configure_training
+
+    configure_training(sub.add_parser("train", help="the LoRA/QLoRA training module (configs, parameter counts)"))
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
