@@ -21,7 +21,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``show-config`` and ``count-params`` subcommands under ``parser`` (``medbench train``)."""
     sub = parser.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
     show = sub.add_parser("show-config", help="print a training config with overrides applied, as JSON")
-    show.add_argument("train_config", metavar="CONFIG", help=f"a shipped config ({', '.join(shipped())}) or a .toml file")
+    show.add_argument(
+        "train_config", metavar="CONFIG", help=f"a shipped config ({', '.join(shipped())}) or a .toml file"
+    )
     show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=1e-4 lora.rank=16")
     show.set_defaults(func=cmd_show_config)
     count = sub.add_parser("count-params", help="trainable LoRA parameters per component of a preset")
