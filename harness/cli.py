@@ -525,7 +525,9 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: Sequence[str], path
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medbench`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from medbench.training.cli import normalise_argv  # `medbench train CONFIG ...` = `medbench train run CONFIG ...`
+
+    argv = normalise_argv(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,2 +1,3 @@
-"""The paper's two-stage LoRA/QLoRA training recipe (in progress: typed configs, LoRA placement presets with exact
-counts, the label-masking collator; the recipe itself is the next part of the training issue)."""
+"""The paper's two-stage LoRA/QLoRA training recipe: typed configs (:mod:`.config`), training data from the task
+plugins (:mod:`.data`), LoRA placement presets (:mod:`.presets`), the label-masking collator (:mod:`.collate`), the
+recipe with checkpoints and resume (:mod:`.recipe`, :mod:`.checkpoint`) and its run card (:mod:`.runcard`)."""

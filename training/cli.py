@@ -1,25 +1,67 @@
 """``medbench train ...``: the training module's commands.
 
+* ``medbench train CONFIG [key=value ...] [--output DIR]`` (``medbench train run ...``): train one stage into the
+  adapter folder ``DIR`` (default ``runs/train/stage<N>``, so that stage 2 finds stage 1 beside it); the same command
+  again resumes a killed run from its last checkpoint (:func:`medbench.training.recipe.train`);
+* ``medbench train debug [--output DIR]``: both stages on a tiny random Mllama on the CPU
+  (:func:`medbench.training.recipe.debug`);
 * ``medbench train show-config NAME|FILE [key=value ...]``: the resolved config (what a run card records);
 * ``medbench train count-params --preset NAME [--model DIR] [--rank R]``: trainable LoRA parameters per component,
   counted on the model's architecture built on the ``meta`` device (no weights are read or downloaded).
 
 :func:`configure_parser` adds them under ``medbench train`` (each ``func`` has the signature of ``medbench.cli``'s
-commands).
+commands). :func:`normalise_argv` lets ``medbench train CONFIG ...`` stand for ``medbench train run CONFIG ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from medbench.errors import UsageError
 from medbench.training.config import PRESET_NAMES, TrainConfig, shipped
+
+#: The ``medbench train`` subcommands; any other word after ``train`` is a config for ``run``.
+COMMANDS = ("run", "debug", "show-config", "count-params")
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``train X ...`` read as ``train run X ...`` when X is no subcommand nor a help flag, so that
+    ``medbench train stage1 optim.lr=1e-4`` trains (the issue's spelling)."""
+    argv = list(argv)
+    if len(argv) > 1 and argv[0] == "train" and argv[1] not in (*COMMANDS, "-h", "--help"):
+        return ["train", "run", *argv[1:]]
+    return argv
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``show-config`` and ``count-params`` subcommands under ``parser`` (``medbench train``)."""
+    """Add the ``run``, ``debug``, ``show-config`` and ``count-params`` subcommands under ``parser``
+    (``medbench train``)."""
     sub = parser.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="train one stage (also `medbench train CONFIG ...`); rerun to resume")
+    run.add_argument(
+        "train_config", metavar="CONFIG", help=f"a shipped config ({', '.join(shipped())}) or a .toml file"
+    )
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=1e-4 lora.rank=16")
+    run.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="the adapter folder (default: runs/train/stage<N>); the same DIR again resumes a killed run",
+    )
+    run.set_defaults(func=cmd_run)
+    debug = sub.add_parser("debug", help="both stages on a tiny random Mllama on the CPU (about a minute)")
+    debug.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/train-debug"),
+        metavar="DIR",
+        help="where the tiny base, stage1/ and stage2/ go (default: runs/train-debug)",
+    )
+    debug.set_defaults(func=cmd_debug)
     show = sub.add_parser("show-config", help="print a training config with overrides applied, as JSON")
     show.add_argument(
         "train_config", metavar="CONFIG", help=f"a shipped config ({', '.join(shipped())}) or a .toml file"
@@ -35,6 +77,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     count.add_argument("--rank", type=int, default=32, help="LoRA rank (default: 32, the paper's)")
     count.set_defaults(func=cmd_count_params)
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    from medbench.training.recipe import train
+
+    if args.train_config == "debug":  # both stages of the tiny run, not one stage's config
+        raise UsageError("the debug config holds two stages: run it with `medbench train debug [--output DIR]`")
+    config = TrainConfig.load(args.train_config, args.overrides)
+    output = args.output or Path("runs") / "train" / f"stage{config.stage}"
+    return _interruptible(lambda: print(train(config, output)))
+
+
+def cmd_debug(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    from medbench.training.recipe import debug
+
+    return _interruptible(lambda: print(debug(args.output)["stage2"]))
+
+
+def _interruptible(work: Callable[[], object]) -> int:
+    """Run ``work``; Ctrl-C ends with exit code 130 and says how to resume."""
+    try:
+        work()
+    except KeyboardInterrupt:
+        print("medbench train: interrupted; the same command again resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
 
 
 def cmd_show_config(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:

@@ -103,7 +103,7 @@ class TrainConfig:
         TOML file by path, then ``section.key=value`` overrides; validated."""
         text, where = _read(source)
         try:
-            doc = _toml().loads(text)
+            doc = toml_module().loads(text)
         except ValueError as exc:
             raise UsageError(f"{where}: not valid TOML ({exc})") from exc
         config = cls()
@@ -149,7 +149,8 @@ class TrainConfig:
 
 
 def shipped() -> list[str]:
-    """The names of the configs shipped with medbench."""
+    """The names of the configs shipped with medbench (``debug`` is the two-stage tiny run of ``medbench train
+    debug``; the others are one stage each)."""
     folder = resources.files("medbench.training").joinpath("configs")
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
@@ -162,6 +163,8 @@ def _read(source: str | Path) -> tuple[str, str]:
         except OSError as exc:
             raise UsageError(f"{path}: cannot be read ({exc})") from exc
     name = str(source)
+    if name == "debug":  # both stages of the tiny CPU run (medbench.training.recipe.debug), not one stage's config
+        raise UsageError("the debug config holds two stages: run it with `medbench train debug [--output DIR]`")
     if name not in shipped():
         raise UsageError(
             f"no training config {name!r}: shipped configs are {', '.join(shipped())}, or give a .toml path"
@@ -169,7 +172,7 @@ def _read(source: str | Path) -> tuple[str, str]:
     return resources.files("medbench.training").joinpath("configs", f"{name}.toml").read_text(encoding="utf-8"), name
 
 
-def _toml() -> Any:
+def toml_module() -> Any:
     if sys.version_info >= (3, 11):
         import tomllib
 

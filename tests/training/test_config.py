@@ -11,7 +11,7 @@ from medbench.training.config import TrainConfig, shipped
 
 
 def test_the_shipped_stages_are_the_papers_recipe() -> None:
-    assert shipped() == ["stage1", "stage1-qlora", "stage2", "stage2-qlora"]
+    assert shipped() == ["debug", "stage1", "stage1-qlora", "stage2", "stage2-qlora"]
     one, two = TrainConfig.load("stage1"), TrainConfig.load("stage2")
     assert (one.stage, one.data.tasks, one.optim.lr, one.optim.epochs) == (1, ["rocov2"], 2e-4, 3)
     assert (two.stage, two.data.tasks, two.optim.lr, two.optim.epochs) == (2, ["slake", "vqa_rad", "pathvqa"], 4e-5, 3)
@@ -65,8 +65,10 @@ def test_a_toml_file_by_path_and_its_errors(tmp_path: Path) -> None:
     (tmp_path / "section.toml").write_text("[optimizer]\nlr = 1.0\n")
     with pytest.raises(UsageError, match=r"unknown section \[optimizer\]"):
         TrainConfig.load(tmp_path / "section.toml")
-    with pytest.raises(UsageError, match="shipped configs are stage1, stage1-qlora, stage2, stage2-qlora"):
+    with pytest.raises(UsageError, match="shipped configs are debug, stage1, stage1-qlora, stage2, stage2-qlora"):
         TrainConfig.load("stage3")
+    with pytest.raises(UsageError, match="medbench train debug"):
+        TrainConfig.load("debug")
 
 
 def test_show_config_prints_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
