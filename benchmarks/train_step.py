@@ -53,7 +53,6 @@ The checkout needs no install: when ``medbench`` is not importable, it is loaded
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import importlib.util
 import json
@@ -280,20 +279,6 @@ def transformer_layers(model: Any) -> dict[str, list[tuple[str, Any]]]:
     return found
 
 
-def _checkpointed(layer: Any, forward: Callable[..., Any]) -> Callable[..., Any]:
-    """``forward`` run under non-reentrant ``torch.utils.checkpoint`` while ``layer`` trains with gradients on."""
-    import torch
-    from torch.utils.checkpoint import checkpoint
-
-    @functools.wraps(forward)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        if layer.training and torch.is_grad_enabled():
-            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
-        return forward(*args, **kwargs)
-
-    return run
-
-
 def enable_hf_checkpointing(model: Any) -> None:
     """HF's own gradient checkpointing, non-reentrant (``activation_checkpointing_enable`` where transformers has
     it, else the older ``gradient_checkpointing_enable``)."""
@@ -307,23 +292,14 @@ def enable_hf_checkpointing(model: Any) -> None:
 
 
 def checkpoint_every_layer(model: Any) -> dict[str, int]:
-    """Checkpoint every transformer layer of the HF ``model``: HF's flag for the layers it knows (the decoder's
-    ``GradientCheckpointingLayer``s), and a checkpointed ``forward`` on every other layer (Mllama's vision encoder
-    layers, which HF's flag does not reach). Component -> layers wrapped here."""
-    enable_hf_checkpointing(model)
-    wrapped: dict[str, int] = {}
-    for component, layers in transformer_layers(model).items():
-        for path, layer in layers:
-            if getattr(layer, "gradient_checkpointing", False):
-                continue  # HF checkpoints this one
-            layer.forward = _checkpointed(layer, layer.forward)
-            wrapped[component] = wrapped.get(component, 0) + 1
-            # HF's flag also lands on the list's owner (MllamaVisionEncoder), whose forward ignores it in
-            # transformers 5.x; turned off so that a version honouring it would not checkpoint these layers twice.
-            owner = model.get_submodule(path.rsplit(".layers.", 1)[0])
-            if getattr(owner, "gradient_checkpointing", False):
-                owner.gradient_checkpointing = False
-    return wrapped
+    """The recipe's gradient checkpointing (:func:`medbench.training.recipe.enable_checkpointing`, so this measures
+    exactly what ``medbench train`` runs): HF's flag for the decoder's ``GradientCheckpointingLayer`` s and a
+    checkpointed ``forward`` on each of Mllama's vision encoder layers, which HF's flag does not reach. Component ->
+    layers wrapped beyond HF's flag (for Mllama, the vision encoder's)."""
+    from medbench.training.recipe import enable_checkpointing
+
+    wrapped = enable_checkpointing(model, "mllama")["vision"]
+    return {"vision": wrapped} if wrapped else {}
 
 
 class RecomputeCheck:
