@@ -15,6 +15,7 @@ from typing import Any
 
 from medbench.errors import DataError, UsageError
 from medbench.evaluation import evaluate_rows
+from medbench.reports.paired import pair_splits
 from medbench.results import Comparability, load_run
 
 
@@ -105,9 +106,7 @@ def pair_models(baseline: Side, candidate: Side, specs: Sequence[str]) -> list[t
 
 
 def _parse(spec: str, left: Sequence[str], right: Sequence[str]) -> tuple[str, str]:
-    # Model names may hold colons (hf:org/x+lora:dir): the split is the one whose halves are models of each side.
-    splits = [(spec[:i], spec[i + 1 :]) for i, c in enumerate(spec) if c == ":"]
-    matches = [s for s in splits if s[0] in left and s[1] in right]
+    matches = pair_splits(spec, left, right)  # names may hold colons: the one split into a model of each side
     if len(matches) != 1:
         raise UsageError(
             f"--pair {spec!r}: expected BASELINE_MODEL:CANDIDATE_MODEL (baseline models: {', '.join(left)}; "

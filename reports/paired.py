@@ -35,12 +35,19 @@ def default_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_pair(spec: str, models: Sequence[str]) -> tuple[str, str]:
-    """``"A:B"`` -> ``(A, B)``. Model names may hold colons themselves (``hf:org/x+lora:dir``), so the split is the
-    one whose two halves are both models of the runs; anything else is a :class:`UsageError` listing the models."""
-    known = set(models)
+def pair_splits(spec: str, left: Sequence[str], right: Sequence[str]) -> list[tuple[str, str]]:
+    """Every way to read ``"A:B"`` as a model of ``left`` and one of ``right``. Model names may hold colons
+    themselves (``hf:org/x+lora:dir``), so each colon is tried; callers want exactly one reading."""
+    known_left, known_right = set(left), set(right)
     splits = [(spec[:i], spec[i + 1 :]) for i, c in enumerate(spec) if c == ":"]
-    matches = [s for s in splits if s[0] in known and s[1] in known]
+    return [s for s in splits if s[0] in known_left and s[1] in known_right]
+
+
+def parse_pair(spec: str, models: Sequence[str]) -> tuple[str, str]:
+    """``"A:B"`` -> ``(A, B)``: the one split whose two halves are both models of the runs (:func:`pair_splits`);
+    anything else is a :class:`UsageError` listing the models."""
+    known = set(models)
+    matches = pair_splits(spec, models, models)
     if len(matches) == 1 and matches[0][0] != matches[0][1]:
         return matches[0]
     listing = ", ".join(sorted(known)) or "(none)"
