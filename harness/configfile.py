@@ -59,11 +59,19 @@ KEYS = tuple(_TYPES)
 _CHOICES = {"closed_rule": ("yesno", "answer_type"), "prompt": ("role", "generic")}
 
 
-def _toml(path: Path) -> dict[str, Any]:
+def toml_module() -> Any:
+    """The TOML reader: the standard library's ``tomllib`` (3.11+), else ``tomli`` (the same API)."""
     if sys.version_info >= (3, 11):
         import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover - Python 3.10
+
+    return tomli
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    tomllib = toml_module()
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

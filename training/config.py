@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medbench.configfile import toml_module
 from medbench.errors import UsageError
 
 PRESET_NAMES = ("all-linear", "paper", "llm-only", "no-vision")
@@ -170,16 +170,6 @@ def _read(source: str | Path) -> tuple[str, str]:
             f"no training config {name!r}: shipped configs are {', '.join(shipped())}, or give a .toml path"
         )
     return resources.files("medbench.training").joinpath("configs", f"{name}.toml").read_text(encoding="utf-8"), name
-
-
-def toml_module() -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return tomllib
-    import tomli  # pragma: no cover - Python 3.10
-
-    return tomli
 
 
 def _apply(target: Any, doc: dict[str, Any], where: str, prefix: str = "") -> None:

@@ -44,12 +44,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medbench.configfile import toml_module
 from medbench.errors import DataError, SampleError, UsageError
 from medbench.models import hf_families, hf_runtime
 from medbench.training import checkpoint, runcard
 from medbench.training.checkpoint import Progress
 from medbench.training.collate import IGNORE_INDEX, Collator
-from medbench.training.config import TrainConfig, toml_module
+from medbench.training.config import TrainConfig
 from medbench.training.data import TrainExample, batches, epoch_order, load_examples
 from medbench.training.presets import COMPONENTS, LAYOUTS, PRESET_COMPONENTS, PRESETS, check_family, lora_config
 
