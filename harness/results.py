@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from medbench.errors import DataError
+from medbench.errors import DataError, SampleError
 from medbench.provenance import stable_hash
 from medbench.schema import ImageRef
 
@@ -297,6 +297,22 @@ def image_record(ref: ImageRef, root: Path, sha256: str) -> ImageRecord:
         record["row_group"] = ref.row_group
         record["row"] = ref.row
     return record
+
+
+def image_ref(record: Mapping[str, Any], root: Path | None) -> ImageRef:
+    """The inverse of :func:`image_record`: the :class:`ImageRef` a prediction row's image record points at, its
+    relative ``path`` joined to the task's data ``root``. A record it cannot locate is a :class:`SampleError`."""
+    path = Path(str(record.get("path", "")))
+    if not path.is_absolute():
+        if root is None:
+            raise SampleError("the run does not record its data folder")
+        path = root / path
+    kind = record.get("kind", "file")
+    if kind not in ("file", "zip", "parquet"):
+        raise SampleError(f"unknown image kind {kind!r}")
+    return ImageRef(
+        kind, str(path), record.get("member"), int(record.get("row_group", 0) or 0), int(record.get("row", 0) or 0)
+    )
 
 
 def safe_name(model_name: str) -> str:

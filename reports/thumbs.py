@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medbench.errors import SampleError
-from medbench.schema import ImageRef
+from medbench.results import image_ref
 
 #: Longest side of a thumbnail in pixels (the browser shows them at 96 px). 128 lets JPEG decode at 1/4 scale for a
 #: typical 512-700 px image, 25% faster than 160 (benchmarks/report_build.py: 11k thumbnails make most of a cold build).
@@ -40,31 +40,13 @@ def thumb_name(sha256: str, size: int = THUMB_SIZE) -> str:
     return f"thumbs/{sha256[:32]}-{size}.jpg"
 
 
-def _ref(record: Mapping[str, Any], root: Path | None) -> ImageRef:
-    path = Path(str(record.get("path", "")))
-    if not path.is_absolute():
-        if root is None:
-            raise SampleError("the run does not record its data folder")
-        path = root / path
-    kind = record.get("kind", "file")
-    if kind not in ("file", "zip", "parquet"):
-        raise SampleError(f"unknown image kind {kind!r}")
-    return ImageRef(
-        kind,
-        str(path),
-        record.get("member"),
-        int(record.get("row_group", 0) or 0),
-        int(record.get("row", 0) or 0),
-    )
-
-
 def _make(record: Mapping[str, Any], root: Path | None, target: Path, size: int) -> Thumb:
     """Read, check and downscale one image into ``target``."""
     from PIL import Image, UnidentifiedImageError
 
     sha = str(record.get("sha256", ""))
     try:
-        data = _ref(record, root).read_bytes()
+        data = image_ref(record, root).read_bytes()
     except SampleError as exc:
         return Thumb(None, f"image not reachable here ({exc})")
     if hashlib.sha256(data).hexdigest() != sha:
