@@ -139,7 +139,7 @@ def _compare(
 
 def _compare_bleu(base: SideResult, cand: SideResult, *, resamples: int, seed: int) -> Comparison | None:
     """Corpus BLEU on the shared captions, compared by a paired corpus-level bootstrap."""
-    from medbench.scoring.caption import bleu_from_statistics, bleu_from_statistics_batch, bleu_statistics
+    from medbench.scoring.caption import bleu_from_statistics_batch, bleu_statistics
     from medbench.stats import paired_corpus_bootstrap
 
     by_id = {str(r["id"]): r for r in cand.rows}
@@ -161,8 +161,8 @@ def _compare_bleu(base: SideResult, cand: SideResult, *, resamples: int, seed: i
         metric="bleu",
         test=str(test["test"]),
         n=len(shared),
-        baseline_value=float(bleu_from_statistics(stats_a.sum(axis=0))),
-        candidate_value=float(bleu_from_statistics(stats_b.sum(axis=0))),
+        baseline_value=float(test["a_value"]),  # each side's corpus BLEU, computed by the bootstrap already
+        candidate_value=float(test["b_value"]),
         delta=float(test["delta"]),
         ci95=(float(ci[0]), float(ci[1])),
         p_value=float(test["p_value"]),
