@@ -190,12 +190,22 @@ def image_urls(payload: dict[str, Any]) -> list[str]:
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAIServer  # set on the per-server subclass
+    _done = False  # whether the current request has stopped counting as in flight
     protocol_version = "HTTP/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
 
+    def _answered(self) -> None:
+        """This request stops counting as in flight, once: before its response is written. Counting it until
+        after the write let a busy machine see the client's next request (sent the moment this response arrived)
+        while this handler thread had not yet run its bookkeeping, so ``max_in_flight`` overstated the client."""
+        if not self._done:
+            self._done = True
+            self.fake._leave()
+
     def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: Any = ()) -> None:
+        self._answered()
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -222,6 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = {"_unparsed": raw[:200].decode("latin-1")}
         auth = self.headers.get("Authorization")
         fake._enter(payload, auth, self.path)
+        self._done = False  # a kept-alive connection reuses this handler for its next request
         try:
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._error(404, f"no route {self.path}")
@@ -243,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._ok(payload, prompt)
         finally:
-            fake._leave()
+            self._answered()  # a reply that was never written (the client hung up) leaves too
 
     def _ok(self, payload: dict[str, Any], prompt: str) -> None:
         body = {
