@@ -387,7 +387,9 @@ class _Tab:
             site=site,
             served_from=len(site.served) if site is not None else 0,
         )
-        self.page.goto(url, wait_until="load", timeout=timeout_ms)
+        # ``timeout_ms`` bounds the wait for the ready flag only: the load itself gets WAIT_MS, so a short ready
+        # bound never turns a slow load on a busy machine into a navigation timeout.
+        self.page.goto(url, wait_until="load", timeout=WAIT_MS)
         wait_ready(self.visit, timeout_ms)
         return self.visit
 
