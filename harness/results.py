@@ -17,6 +17,7 @@ which setting differs when they are not.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -315,9 +316,19 @@ def image_ref(record: Mapping[str, Any], root: Path | None) -> ImageRef:
     )
 
 
+#: The longest :func:`safe_name`: two of them side by side (a report's ``A~vs~B`` folder) stay under the 255-byte
+#: file-name limit of common file systems.
+SAFE_NAME_MAX = 96
+
+
 def safe_name(model_name: str) -> str:
-    """A model name usable as a folder name (``hf:/x/y+lora:z`` -> ``hf__x_y+lora_z``): ``predictions/<it>/``."""
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model_name).strip("._") or "model"
+    """A model name usable as a folder name (``hf:/x/y+lora:z`` -> ``hf__x_y+lora_z``): ``predictions/<it>/``.
+    A longer one than :data:`SAFE_NAME_MAX` (an adapter's absolute path) keeps its first 80 characters and ends with
+    12 hex digits of the whole name's sha256, so that names differing only at the end stay apart."""
+    slug = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model_name).strip("._") or "model"
+    if len(slug) <= SAFE_NAME_MAX:
+        return slug
+    return f"{slug[:80]}-{hashlib.sha256(model_name.encode()).hexdigest()[:12]}"
 
 
 def load_run(run_dir: str | Path) -> RunResults:

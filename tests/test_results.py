@@ -111,3 +111,14 @@ def test_unreadable_runs_are_clear_errors(tmp_path: Path) -> None:
 def test_evaluate_refuses_unknown_options(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"unknown option.*closed_rul"):
         medbench.evaluate(["yes"], ["vqa_rad"], demo=True, closed_rul="yesno", output=tmp_path / "x")
+
+
+def test_a_long_model_name_makes_a_short_distinct_folder_name() -> None:
+    # Guards `medbench run` with adapters at long absolute paths: the report's A~vs~B folder name passed 255 bytes.
+    from medbench.results import SAFE_NAME_MAX, safe_name
+
+    stem = "hf:/tmp/" + "x" * 150 + "/base+lora:/tmp/" + "y" * 150
+    a, b = safe_name(stem + "/stage2"), safe_name(stem + "/stage3")
+    assert len(a) <= SAFE_NAME_MAX and len(b) <= SAFE_NAME_MAX and a != b
+    assert len(f"{a}~vs~{b}".encode()) < 255
+    assert safe_name("hf:/x/y+lora:z") == "hf__x_y+lora_z"  # short names unchanged

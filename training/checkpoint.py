@@ -6,12 +6,13 @@ checkpoint never changes an adapter's digest) holding
 * ``trainable.safetensors``: every trainable tensor, by its parameter name in the wrapped model;
 * ``optimizer.pt`` and ``scheduler.pt``: their ``state_dict()`` s;
 * ``rng.pt``: the Python, NumPy and torch (CPU and CUDA) random states, so LoRA dropout draws what an uninterrupted
-  run would have drawn;
+  run would have drawn (under DDP, rank 0's; each other rank's in ``rng-rank<r>.pt``);
 * ``state.json``: where to continue (epoch, optimiser step, the next batch index in that epoch's order), the config's
   sha256, and the loss curve and counters so far.
 
 It is written into a hidden temporary folder and renamed into place, so a folder named ``checkpoint-*`` is always
-complete; only the newest is kept. torch and safetensors are imported inside functions.
+complete; only the newest is kept. Under DDP (:mod:`medbench.training.parallel`) rank 0 writes it: the trainable
+tensors and the optimiser state are the same on every rank. torch and safetensors are imported inside functions.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medbench.distributed import World
 from medbench.errors import UsageError
+from medbench.training.parallel import SINGLE
 
 PREFIX = "checkpoint-"
 
@@ -44,6 +47,7 @@ class Progress:
     samples: int = 0
     tokens: int = 0
     resumed_at: list[int] = field(default_factory=list)  # the step each resume continued from
+    world_size: int = 1  # processes of the run (a step's micro-batches are split between them)
 
 
 def latest(output: Path) -> Path | None:
@@ -60,15 +64,32 @@ def clear(output: Path, *, partial_only: bool = False) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def save(output: Path, progress: Progress, model: Any, optimizer: Any, scheduler: Any) -> Path:
-    """Write a checkpoint of ``progress`` atomically (temporary folder, then rename) and drop the older ones."""
+def save(output: Path, progress: Progress, model: Any, optimizer: Any, scheduler: Any, world: World = SINGLE) -> Path:
+    """Write a checkpoint of ``progress`` atomically (temporary folder, then rename) and drop the older ones; under
+    DDP every rank of ``world`` calls it (each adds its random state, rank 0 the rest)."""
     import torch
-    from safetensors.torch import save_file
 
     final = output / f"{PREFIX}{progress.step:06d}"
     tmp = output / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if world.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    world.barrier()
+    if not world.is_main:
+        torch.save(_rng_state(), tmp / f"rng-rank{world.rank}.pt")
+    world.barrier()
+    if world.is_main:
+        _write(final, tmp, output, progress, model, optimizer, scheduler)
+    world.barrier()
+    return final
+
+
+def _write(
+    final: Path, tmp: Path, output: Path, progress: Progress, model: Any, optimizer: Any, scheduler: Any
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -80,20 +101,28 @@ def save(output: Path, progress: Progress, model: Any, optimizer: Any, scheduler
     for old in output.glob(PREFIX + "*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def resume(
-    output: Path, config_sha256: str, base_digest: str, model: Any, optimizer: Any, scheduler: Any, device: str
+    output: Path,
+    config_sha256: str,
+    base_digest: str,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    device: str,
+    world: World = SINGLE,
 ) -> Progress:
     """The newest checkpoint in ``output`` restored into the run (its step appended to ``resumed_at``), or a fresh
-    :class:`Progress` when there is none. Half-written checkpoints are removed; a checkpoint of another config, or
-    of the same config on other base weights, is an error."""
-    output.mkdir(parents=True, exist_ok=True)
-    clear(output, partial_only=True)
+    :class:`Progress` when there is none. Half-written checkpoints are removed; a checkpoint of another config, of
+    the same config on other base weights, or of another number of processes is an error."""
+    if world.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        clear(output, partial_only=True)
+    world.barrier()
     last = latest(output)
     if last is None:
-        return Progress(config_sha256=config_sha256, base_digest=base_digest)
+        return Progress(config_sha256=config_sha256, base_digest=base_digest, world_size=world.size)
     saved = read_progress(last)
     if saved.config_sha256 != config_sha256:
         raise UsageError(
@@ -105,7 +134,13 @@ def resume(
             f"{last} was trained on other base weights than the base's files now hold (its content digest "
             "changed); resume it on the base it started on, or delete the checkpoint to start again"
         )
-    progress = restore(last, model, optimizer, scheduler, device)
+    if saved.world_size != world.size:
+        raise UsageError(
+            f"{last} is a checkpoint of a run on {saved.world_size} process(es), and this one has {world.size}: "
+            "each optimiser step's micro-batches are split between the processes, so resume with the same number "
+            "(or delete the checkpoint to start again)"
+        )
+    progress = restore(last, model, optimizer, scheduler, device, world.rank)
     progress.resumed_at.append(progress.step)
     return progress
 
@@ -118,9 +153,9 @@ def read_progress(folder: Path) -> Progress:
         raise UsageError(f"checkpoint {folder} is unreadable ({exc}); delete it to start the run again") from exc
 
 
-def restore(folder: Path, model: Any, optimizer: Any, scheduler: Any, device: str) -> Progress:
+def restore(folder: Path, model: Any, optimizer: Any, scheduler: Any, device: str, rank: int = 0) -> Progress:
     """Load a checkpoint into ``model`` (its trainable tensors, by name), ``optimizer`` and ``scheduler``, restore the
-    random states, and return its :class:`Progress`."""
+    random states (of process ``rank`` under DDP), and return its :class:`Progress`."""
     import torch
     from safetensors.torch import load_file
 
@@ -137,7 +172,7 @@ def restore(folder: Path, model: Any, optimizer: Any, scheduler: Any, device: st
             param.copy_(saved[name])
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    _set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
+    _set_rng_state(torch.load(folder / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt"), weights_only=True))
     return progress
 
 

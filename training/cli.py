@@ -5,6 +5,9 @@
   again resumes a killed run from its last checkpoint (:func:`medbench.training.recipe.train`);
 * ``medbench train debug [--output DIR]``: both stages on a tiny random Mllama on the CPU
   (:func:`medbench.training.recipe.debug`);
+* ``medbench train ablation [--output DIR] [--rows a,b,...] [--debug] [key=value ...]``: Table 3's ablation grid,
+  every row's stages trained into ``DIR/<row>/stage<N>``, then the ``medbench run --config`` files that score every
+  row's adapter on SLAKE (:func:`medbench.training.ablation.run`);
 * ``medbench train show-config NAME|FILE [key=value ...]``: the resolved config (what a run card records);
 * ``medbench train count-params --preset NAME [--model DIR] [--rank R]``: trainable LoRA parameters per component,
   counted on the model's architecture built on the ``meta`` device (no weights are read or downloaded).
@@ -25,7 +28,7 @@ from medbench.errors import UsageError
 from medbench.training.config import PRESET_NAMES, TrainConfig, shipped
 
 #: The ``medbench train`` subcommands; any other word after ``train`` is a config for ``run``.
-COMMANDS = ("run", "debug", "show-config", "count-params")
+COMMANDS = ("run", "debug", "ablation", "show-config", "count-params")
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -38,7 +41,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``run``, ``debug``, ``show-config`` and ``count-params`` subcommands under ``parser``
+    """Add the ``run``, ``debug``, ``ablation``, ``show-config`` and ``count-params`` subcommands under ``parser``
     (``medbench train``)."""
     sub = parser.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="train one stage (also `medbench train CONFIG ...`); rerun to resume")
@@ -62,6 +65,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="where the tiny base, stage1/ and stage2/ go (default: runs/train-debug)",
     )
     debug.set_defaults(func=cmd_debug)
+    ablation = sub.add_parser(
+        "ablation", help="Table 3's ablation grid: train every row, write configs that evaluate them; rerun to resume"
+    )
+    ablation.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="for every stage of every row, e.g. base=DIR optim.epochs=1"
+    )
+    ablation.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="where DIR/<row>/stage<N>, the evaluation configs and table3.json go "
+        "(default: runs/table3, or runs/table3-debug with --debug)",
+    )
+    ablation.add_argument(
+        "--rows",
+        metavar="A,B,...",
+        help="the rows to train: full, no-stage1, generic-prompt, no-vision, qlora (default: all; with --debug all "
+        "but qlora)",
+    )
+    ablation.add_argument(
+        "--debug", action="store_true", help="on a tiny random Mllama built in DIR/base, with the debug settings"
+    )
+    ablation.set_defaults(func=cmd_ablation)
     show = sub.add_parser("show-config", help="print a training config with overrides applied, as JSON")
     show.add_argument(
         "train_config", metavar="CONFIG", help=f"a shipped config ({', '.join(shipped())}) or a .toml file"
@@ -93,6 +119,13 @@ def cmd_debug(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from medbench.training.recipe import debug
 
     return _interruptible(lambda: print(debug(args.output)["stage2"]))
+
+
+def cmd_ablation(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    from medbench.training.ablation import run
+
+    output = args.output or Path("runs") / ("table3-debug" if args.debug else "table3")
+    return _interruptible(lambda: run(output, args.rows, args.overrides, debug=args.debug))
 
 
 def _interruptible(work: Callable[[], object]) -> int:

@@ -3,8 +3,9 @@
 :func:`train` runs one stage of a :class:`~medbench.training.config.TrainConfig` into an output folder, which becomes
 a PEFT adapter directory that ``hf:<base>+lora:<dir>`` and ``llama32med`` load directly:
 
-1. refuse what cannot run here (QLoRA without a CUDA GPU, several processes); a folder whose ``run_card.json``
-   records the same config is finished already;
+1. refuse what cannot run here (QLoRA without a CUDA GPU); a folder whose ``run_card.json`` records the same
+   config is finished already; under ``torchrun`` / ``accelerate launch`` every process runs this recipe on its
+   share of each step (:mod:`medbench.training.parallel`: DDP, rank 0 writes the files);
 2. seed Python, NumPy and torch with ``optim.seed``; load the examples (:func:`~medbench.training.data.load_examples`)
    and keep those the label-masking collator accepts (the others are counted in the run card);
 3. load the base (``AutoModelForImageTextToText``; for QLoRA in 4-bit NF4, double quantisation, bf16 compute, then
@@ -45,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from medbench.configfile import toml_module
+from medbench.distributed import World, world
 from medbench.errors import DataError, SampleError, UsageError
 from medbench.models import hf_families, hf_runtime
-from medbench.training import checkpoint, runcard
+from medbench.training import checkpoint, parallel, runcard
 from medbench.training.checkpoint import Progress
 from medbench.training.collate import IGNORE_INDEX, Collator
 from medbench.training.config import TrainConfig
@@ -84,6 +86,7 @@ def train(config: TrainConfig, output: Path) -> Path:
     refuse_unsupported(config)
     if _finished(config, output):
         return output
+    w = world()  # one process, or this rank of a torchrun / accelerate job (initialises the process group)
     base = resolve_base(config.base)
     init = init_adapter(config, output, base)
     seed_everything(config.optim.seed)
@@ -98,13 +101,15 @@ def train(config: TrainConfig, output: Path) -> Path:
     checkpointed = enable_checkpointing(model, base.model_type) if config.gradient_checkpointing else {}
     model = attach_lora(model, config, base, preset, init)
     model.train()
+    parallel.reseed(config.optim.seed, w)
     trainable = [p for p in model.parameters() if p.requires_grad]
     input_dtype = None if config.quant.enabled else dtype  # k-bit prepared models keep float32 inputs
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / config.optim.batch_size) / config.optim.grad_accum)
+    per_step = config.optim.grad_accum * w.size  # micro-batches per optimiser step, over every process
+    steps_per_epoch = math.ceil(math.ceil(len(examples) / config.optim.batch_size) / per_step)
     total = steps_per_epoch * config.optim.epochs
     warmup = math.ceil(config.optim.warmup_ratio * total)
     optimizer, scheduler = make_optimizer(trainable, config, warmup, total)
-    progress = checkpoint.resume(output, config.sha256(), weights, model, optimizer, scheduler, device)
+    progress = checkpoint.resume(output, config.sha256(), weights, model, optimizer, scheduler, device, w)
     progress.initial_sha256 = progress.initial_sha256 or runcard.adapter_digest(model)
     if progress.resumed_at:
         say(f"{config.name}: resuming from checkpoint step {progress.step} (epoch {progress.epoch + 1}) in {output}")
@@ -112,11 +117,18 @@ def train(config: TrainConfig, output: Path) -> Path:
         import torch
 
         torch.cuda.reset_peak_memory_stats(device)
-    say(f"{config.name}: {len(examples)} examples, {total} optimiser steps ({steps_per_epoch} per epoch) -> {output}")
+    processes = f" on {w.size} processes" if w.size > 1 else ""
+    say(f"{config.name}: {len(examples)} examples, {total} optimiser steps ({steps_per_epoch} per epoch){processes}")
     started, samples0, tokens0 = time.perf_counter(), progress.samples, progress.tokens
     optimisers = (optimizer, scheduler)
-    run_epochs(model, examples, collator, optimisers, trainable, config, progress, output, total, device, input_dtype)
+    engine = parallel.wrap(model, w, device)
+    run_epochs(
+        engine, examples, collator, optimisers, trainable, config, progress, output, total, device, input_dtype, w
+    )
     seconds = time.perf_counter() - started
+    if not w.is_main:  # rank 0 writes the adapter and the run card; the others return once they exist
+        w.barrier()
+        return output
     save_adapter(model, base, output)
     card = runcard.build(
         config,
@@ -136,7 +148,8 @@ def train(config: TrainConfig, output: Path) -> Path:
             "steps": total,
             "steps_per_epoch": steps_per_epoch,
             "warmup_steps": warmup,
-            "effective_batch": config.optim.batch_size * config.optim.grad_accum,
+            "world_size": w.size,
+            "effective_batch": config.optim.batch_size * per_step,
         },
         device=device,
         dtype=dtype,
@@ -149,13 +162,19 @@ def train(config: TrainConfig, output: Path) -> Path:
     runcard.write(output, card)
     checkpoint.clear(output)
     say(f"{config.name}: done; adapter and run card in {output}")
+    w.barrier()
     return output
 
 
 def refuse_unsupported(config: TrainConfig) -> None:
     """A :class:`UsageError` for what this machine or this recipe cannot do, before anything is loaded."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("medbench train runs in one process on one device; start it without torchrun/accelerate")
+    sharded = [n for n in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{n}", "").lower() in ("1", "true")]
+    if sharded:  # the recipe wraps the model in DDP itself: an FSDP/DeepSpeed launch config would be ignored silently
+        raise UsageError(
+            f"medbench train trains data-parallel (DDP) under accelerate launch / torchrun, but this launch asks for "
+            f"{sharded[0]}, which the recipe does not apply; launch without it (docs/training.md: multi-GPU, and "
+            "what to do for bases that do not fit one GPU)"
+        )
     if config.quant.compute_dtype not in COMPUTE_DTYPES:
         raise UsageError(f"quant.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}")
     if not config.quant.enabled:
@@ -394,58 +413,77 @@ def run_epochs(
     total: int,
     device: str,
     input_dtype: Any = None,
+    w: World = parallel.SINGLE,
 ) -> None:
     """Train from ``progress`` to step ``total``, checkpointing every ``checkpoint_every`` steps; ``optimisers``:
-    the optimiser and its scheduler; floating inputs are cast to ``input_dtype`` (None: left as they are)."""
+    the optimiser and its scheduler; floating inputs are cast to ``input_dtype`` (None: left as they are); with
+    several processes ``w``, this one trains its :func:`~medbench.training.parallel.share` of each step."""
     optimizer, scheduler = optimisers
     settings = config.optim
     every = max(1, total // 100)
+    per_step = settings.grad_accum * w.size
     for epoch in range(progress.epoch, settings.epochs):
         batched = batches(epoch_order(len(examples), settings.seed, epoch), settings.batch_size)
-        steps = [batched[i : i + settings.grad_accum] for i in range(0, len(batched), settings.grad_accum)]
-        first = progress.batch // settings.grad_accum if epoch == progress.epoch else 0
+        steps = [batched[i : i + per_step] for i in range(0, len(batched), per_step)]
+        first = progress.batch // per_step if epoch == progress.epoch else 0
         for index in range(first, len(steps)):
-            micro = [collator([examples[i] for i in batch]) for batch in steps[index]]
+            micro = [(collator([examples[i] for i in b]), weight) for b, weight in parallel.share(steps[index], w)]
             lr = float(scheduler.get_last_lr()[0])
-            loss, grad_norm, tokens = optimiser_step(model, micro, optimisers, trainable, settings, device, input_dtype)
+            loss, grad_norm, tokens = optimiser_step(
+                model, micro, optimisers, trainable, settings, device, input_dtype, w
+            )
             progress.step += 1
             progress.samples += sum(len(batch) for batch in steps[index])
             progress.tokens += tokens
             point = {"step": progress.step, "epoch": epoch, "loss": round(loss, 6), "lr": lr, "grad_norm": grad_norm}
             progress.loss_curve.append(point)
             last = index + 1 == len(steps)
-            progress.epoch, progress.batch = (epoch + 1, 0) if last else (epoch, (index + 1) * settings.grad_accum)
-            if progress.step % every == 0 or progress.step in (1, total):
+            progress.epoch, progress.batch = (epoch + 1, 0) if last else (epoch, (index + 1) * per_step)
+            if w.is_main and (progress.step % every == 0 or progress.step in (1, total)):
                 say(f"{config.name}: step {progress.step}/{total} epoch {epoch + 1} loss {loss:.4f} lr {lr:.2e}")
             if progress.step % config.checkpoint_every == 0 and progress.step < total:
-                checkpoint.save(output, progress, model, optimizer, scheduler)
+                checkpoint.save(output, progress, unwrap(model), optimizer, scheduler, w)
 
 
 def optimiser_step(
     model: Any,
-    micro: list[dict[str, Any]],
+    micro: list[tuple[dict[str, Any], float]],
     optimisers: tuple[Any, Any],
     trainable: list[Any],
     settings: Any,
     device: str,
     input_dtype: Any = None,
+    w: World = parallel.SINGLE,
 ) -> tuple[float, float, int]:
-    """One optimiser step over the micro-batches ``micro``: ``(mean loss per answer token, gradient norm before
-    clipping, tokens seen)``. Each token of the step weighs the same, however the micro-batches are padded."""
+    """One optimiser step over this process's ``(micro-batch, weight)`` slots ``micro``: ``(mean loss per answer
+    token of the whole step, gradient norm before clipping, tokens seen by every process)``. Each answer token of the
+    step weighs the same, however the micro-batches are padded and whichever process trains them; a weight-0 slot
+    (:func:`~medbench.training.parallel.share`) only keeps the processes' all-reduces in step."""
     import torch
 
     optimizer, scheduler = optimisers
-    targets = max(1, sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro))
+    counted = [(b, weight) for b, weight in micro if weight]
+    local_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in counted)
+    targets = max(1, int(parallel.all_sum([local_targets], w, device)[0]))
     summed = 0.0
-    for batch in micro:
-        loss = loss_sum(model, batch, device, input_dtype)
-        (loss / targets).backward()
-        summed += float(loss.detach())
+    for index, (batch, weight) in enumerate(micro):
+        with parallel.no_sync(model, last=index + 1 == len(micro)):
+            loss = loss_sum(model, batch, device, input_dtype)
+            # DDP averages the processes' gradients: x world size makes it their sum, the one-process gradient
+            (loss * weight * w.size / targets).backward()
+        summed += float(loss.detach()) * weight
     norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return summed / targets, round(float(norm), 6), sum(int(b["attention_mask"].sum()) for b in micro)
+    tokens = sum(int(b["attention_mask"].sum()) for b, _ in counted)
+    summed, tokens_seen = parallel.all_sum([summed, tokens], w, device)
+    return summed / targets, round(float(norm), 6), int(tokens_seen)
+
+
+def unwrap(model: Any) -> Any:
+    """The PEFT model inside a ``DistributedDataParallel`` wrapper (the model itself when unwrapped)."""
+    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
 
 
 def loss_sum(model: Any, batch: dict[str, Any], device: str, input_dtype: Any = None) -> Any:
