@@ -4,7 +4,10 @@ Names: ``hf:<hub-id-or-path>[+lora:<adapter>]``, and the paper's models ``llama3
 Vision + the LLaMA32-Med LoRA adapter, from ``--model-arg llama32med.adapter=PATH`` or
 ``MEDBENCH_LLAMA32MED_ADAPTER``), ``qwen25vl``, ``gemma3`` and ``llava``. Options (``--model-arg NAME.KEY=VALUE``):
 ``revision``, ``dtype`` (auto: bf16 on CUDA, fp32 elsewhere), ``device`` (auto), ``batch_size`` (int or auto),
-``adapter``/``lora``, ``max_new_tokens`` (overrides the runner's per-task value).
+``adapter``/``lora``, ``max_new_tokens`` (overrides the runner's per-task value), ``fast`` (default true: the fast
+path of :mod:`medbench.models.hf_fast`, the same outputs; false: the naive Hugging Face path, for comparison),
+``vision_tiles`` (Mllama: ``all``, the default, as the model computes; ``valid``: the vision encoder skips padded
+tiles, faster but **not** the same outputs — see :mod:`medbench.models.hf_fast`).
 
 Every request gets the family's own chat template (user turn: the image, then the prompt), greedy decoding and
 only the newly generated text back. Hub models are used from the local cache; when the hub is reachable a missing
@@ -22,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from typing import Any, ClassVar
 
 from medbench import filehash
 from medbench.errors import UsageError
-from medbench.models import hf_families, hf_runtime
+from medbench.models import hf_families, hf_fast, hf_runtime
 from medbench.models.base import Model
 from medbench.schema import MAX_NEW_TOKENS, Request
 
@@ -43,7 +47,7 @@ GEMMA3 = "google/gemma-3-4b-it"
 LLAVA = "llava-hf/llava-1.5-7b-hf"
 LLAMA32MED_ENV = "MEDBENCH_LLAMA32MED_ADAPTER"
 
-OPTIONS = ("revision", "dtype", "device", "batch_size", "adapter", "lora", "max_new_tokens")
+OPTIONS = ("revision", "dtype", "device", "batch_size", "adapter", "lora", "max_new_tokens", "fast", "vision_tiles")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Options:
     batch_size: int | None = None  # None: auto
     adapter: str | None = None
     max_new_tokens: int | None = None
+    fast: bool = True
+    vision_tiles: str = "all"
 
 
 def parse_options(name: str, options: dict[str, Any]) -> Options:
@@ -68,6 +74,14 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
     device = hf_runtime.check_device(name, options.get("device"))
     batch = options.get("batch_size")
     tokens = options.get("max_new_tokens")
+    fast = options.get("fast", True)
+    if isinstance(fast, str) and fast.lower() in ("true", "false", "1", "0"):
+        fast = fast.lower() in ("true", "1")
+    if not isinstance(fast, bool):
+        raise UsageError(f"model {name}: fast must be true or false, not {fast!r}")
+    tiles = str(options.get("vision_tiles") or "all")
+    if tiles not in hf_fast.VISION_TILES:
+        raise UsageError(f"model {name}: vision_tiles must be one of {', '.join(hf_fast.VISION_TILES)}, not {tiles!r}")
     return Options(
         revision=str(options["revision"]) if options.get("revision") else None,
         dtype=dtype,
@@ -75,6 +89,8 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
         batch_size=None if batch in (None, "", "auto") else hf_runtime.positive_int(name, "batch_size", batch),
         adapter=adapters.pop() if adapters else None,
         max_new_tokens=None if tokens in (None, "") else hf_runtime.positive_int(name, "max_new_tokens", tokens),
+        fast=fast,
+        vision_tiles=tiles,
     )
 
 
@@ -108,6 +124,8 @@ class HFModel(Model):
             )
             self._adapter_config = hf_families.read_adapter_config(self.adapter_dir)
             self._check_adapter_base()
+        if opts.vision_tiles != "all" and self.model_type not in hf_fast.TRIMMED:
+            raise UsageError(f"model {name}: vision_tiles applies to {', '.join(hf_fast.TRIMMED)} only")
         self._dtype, self._device = hf_runtime.device_and_dtype(opts.device, opts.dtype)
         self.batch_size = opts.batch_size or (16 if self._device.startswith("cuda") else 4)
         self.new_tokens: int | None = 0
@@ -119,6 +137,8 @@ class HFModel(Model):
         )
         self._architecture = hf_families.architecture(self.model_type)
         self._model: Any = None  # loaded by the first generate, dropped by release
+        self._prefetch = hf_fast.Prefetch(self._inputs, threading.Lock())
+        self._weights_bytes = 0  # GPU memory allocated once the model is loaded (the automatic batch size's base)
         # Last: the only step that reads the weights (once; later runs find the digests in the digest cache).
         self._weights = hf_families.weights_digest(self.model_dir)
         self._adapter_digest = hf_families.adapter_digest(self.adapter_dir) if self.adapter_dir else None
@@ -154,6 +174,7 @@ class HFModel(Model):
         if self._model is None:
             return
         self._model = None
+        self._prefetch.close()
         hf_runtime.release_memory()
 
     def _load_model(self) -> Any:
@@ -186,6 +207,12 @@ class HFModel(Model):
             model = self._attach_adapter(model)
         model.eval()
         model.generation_config = self.generation
+        if self._opts.vision_tiles == "valid":
+            hf_fast.install(model, self.model_type)
+        if self._device.startswith("cuda"):
+            import torch
+
+            self._weights_bytes = torch.cuda.memory_allocated(self._device)
         return model
 
     def _attach_adapter(self, model: Any) -> Any:
@@ -230,13 +257,18 @@ class HFModel(Model):
         groups: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(self._opts.max_new_tokens or request.max_new_tokens, []).append(i)
+        fast = self._opts.fast
         for max_new_tokens, indices in groups.items():
+            if fast:  # similar prompt lengths batched together (outputs go back to their own slots below)
+                indices = [indices[k] for k in hf_fast.batching_order([requests[i] for i in indices])]
             try:
                 texts, self.batch_size = hf_runtime.run_in_batches(
                     [requests[i] for i in indices],
                     partial(self._generate_batch, max_new_tokens=max_new_tokens),
                     self.batch_size,
                     label=self.name,
+                    ahead=self._prefetch.submit if fast else None,
+                    grow=self._grow if fast and self._opts.batch_size is None else None,
                 )
             except Exception as exc:  # run_in_batches retries smaller batches; what reaches here is one request's
                 if not hf_runtime.is_oom(exc):
@@ -245,16 +277,38 @@ class HFModel(Model):
                     f"{self.name}: out of memory generating a single request on {self._device} "
                     f"({self._dtype}); use a smaller --image-size, a lower max_new_tokens or a larger GPU"
                 ) from exc
+            finally:
+                self._prefetch.discard()
             for i, text in zip(indices, texts, strict=True):
                 outputs[i] = text
         return outputs
 
+    def _inputs(self, requests: Sequence[Request]) -> Any:
+        """The processor's batch for ``requests`` (images opened and resized, chat template, tokens), on the CPU."""
+        images = [r.image.open(r.image_size) for r in requests]
+        inputs = hf_runtime.batch_inputs(self.processor, images, [r.prompt for r in requests])
+        return hf_fast.trim_tiles(inputs) if self._opts.vision_tiles == "valid" else inputs
+
+    def _grow(self, size: int, done: int) -> int:
+        """The automatic batch size after a batch of ``done`` at ``size`` (:func:`hf_fast.next_batch_size`; CUDA)."""
+        if not self._device.startswith("cuda"):
+            return size
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(self._device)
+        total = torch.cuda.get_device_properties(self._device).total_memory
+        return hf_fast.next_batch_size(size, done, peak, self._weights_bytes, total)
+
     def _generate_batch(self, requests: Sequence[Request], max_new_tokens: int) -> list[str]:
         import torch
 
-        images = [r.image.open(r.image_size) for r in requests]
-        inputs = hf_runtime.batch_inputs(self.processor, images, [r.prompt for r in requests])
+        inputs = self._prefetch.take(requests) if self._opts.fast else None
+        if inputs is None:
+            with self._prefetch.lock:
+                inputs = self._inputs(requests)
         inputs = inputs.to(self._device, dtype=self._dtype)
+        if self._device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self._device)
         config = copy.deepcopy(self.generation)
         config.max_new_tokens = max_new_tokens
         with torch.inference_mode():
@@ -264,7 +318,8 @@ class HFModel(Model):
         # Generated tokens, not the padding after a sequence ended: the throughput report's new tokens/s.
         count = int((new_tokens != pad).sum()) if pad is not None else int(new_tokens.numel())
         self.new_tokens = (self.new_tokens or 0) + count
-        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        with self._prefetch.lock:  # the next batch's tokenizer work may be running in the background
+            texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
     # -- identity -----------------------------------------------------------------------------------------------
@@ -304,6 +359,7 @@ class HFModel(Model):
                 "repetition_penalty": 1.0,
                 "max_new_tokens": per_kind,
                 "eos_token_id": self.generation.eos_token_id,
+                **hf_fast.describe(self._opts.fast, self._opts.vision_tiles),
             },
             "versions": {
                 "torch": torch.__version__,

@@ -158,6 +158,8 @@ def run_in_batches(
     *,
     label: str,
     on_failure: Callable[[list[T], Exception], Sequence[R]] | None = None,
+    ahead: Callable[[list[T]], None] | None = None,
+    grow: Callable[[int, int], int] | None = None,
 ) -> tuple[list[R], int]:
     """``run`` over consecutive batches of at most ``batch_size`` items; ``(results in item order, the batch size
     reached)``; pass the size back on the next call, so that a size found too big is not tried again.
@@ -166,11 +168,17 @@ def run_in_batches(
     size, with a warning naming ``label``; the smaller size holds for the rest. A batch that fails otherwise, or
     runs out of memory with a single item, is given to ``on_failure``, whose results stand for the batch's; without
     ``on_failure`` the exception propagates.
+
+    ``ahead(next_batch)`` is called before each batch runs with the batch expected after it (so its inputs can be
+    prepared in the background; a guess the halving makes wrong is simply not used); ``grow(size, done)`` gives the
+    size after a batch of ``done`` items succeeded at ``size`` (default: unchanged).
     """
     results: list[R] = []
     size, start = batch_size, 0
     while start < len(items):
         chunk = list(items[start : start + size])
+        if ahead is not None and start + len(chunk) < len(items):
+            ahead(list(items[start + len(chunk) : start + len(chunk) + size]))
         retry = False
         try:
             outputs = run(chunk)
@@ -190,6 +198,8 @@ def run_in_batches(
             raise ValueError(f"{label}: a batch of {len(chunk)} gave {len(outputs)} results")
         results.extend(outputs)
         start += len(chunk)
+        if grow is not None:
+            size = max(1, grow(size, len(chunk)))
     return results, size
 
 

@@ -110,8 +110,13 @@ LLAVA_TEMPLATE = (
 )
 
 
-def _mllama() -> tuple[Any, Any]:
-    """LLaMA 3.2 Vision: one 28-px tile, a cross-attention layer, gates opened."""
+#: LLaMA 3.2 Vision's own tile layouts (rows x columns of tiles, at most 4 tiles).
+MLLAMA_ASPECT_RATIOS = [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
+
+
+def _mllama(tiles: int = 1) -> tuple[Any, Any]:
+    """LLaMA 3.2 Vision: 28-px tiles (one; or up to 4 in the real layouts with ``tiles=4``, where the processor pads
+    every image to 4 tiles as the real one does), a cross-attention layer, gates opened."""
     import torch
     from transformers import (
         MllamaConfig,
@@ -141,8 +146,8 @@ def _mllama() -> tuple[Any, Any]:
             "intermediate_size": 128,
             "image_size": tile,
             "patch_size": 14,
-            "max_num_tiles": 1,
-            "supported_aspect_ratios": [[1, 1]],
+            "max_num_tiles": tiles,
+            "supported_aspect_ratios": [[1, 1]] if tiles == 1 else MLLAMA_ASPECT_RATIOS,
             "intermediate_layers_indices": [0],
             "vision_output_dim": 128,  # hidden_size * (1 + len(intermediate_layers_indices))
         },
@@ -160,7 +165,7 @@ def _mllama() -> tuple[Any, Any]:
         for name, param in model.named_parameters():
             if name.endswith("gate"):
                 param.fill_(0.5)
-    image_processor = MllamaImageProcessorPil(size={"height": tile, "width": tile}, max_image_tiles=1)
+    image_processor = MllamaImageProcessorPil(size={"height": tile, "width": tile}, max_image_tiles=tiles)
     return model, MllamaProcessor(image_processor=image_processor, tokenizer=tok, chat_template=MLLAMA_TEMPLATE)
 
 
@@ -324,3 +329,7 @@ BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
 
 #: The families with a tiny model, in the order their default seeds follow (0, 1, 2, 3).
 FAMILIES: tuple[str, ...] = tuple(BUILDERS)
+
+#: Other layouts of a family, built on request only (never part of the every-family tests): ``mllama-4tiles`` has
+#: the real checkpoint's 4 tiles and tile layouts, for the fast path's valid-tile trimming.
+VARIANTS: dict[str, Callable[[], tuple[Any, Any]]] = {"mllama-4tiles": lambda: _mllama(tiles=4)}

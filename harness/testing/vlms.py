@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medbench.errors import UsageError
-from medbench.testing.families import BUILDERS, FAMILIES
+from medbench.testing.families import BUILDERS, FAMILIES, VARIANTS
 
 #: Written last by :func:`build_tiny_models`: what a complete build in that folder holds.
 RECORD = "tiny_models.json"
@@ -25,14 +25,18 @@ LORA_SEED_OFFSET = 100
 
 
 def family_seed(family: str) -> int:
-    """``family``'s place in :data:`FAMILIES` (its default seed), or a :class:`UsageError` naming the families."""
+    """``family``'s place in :data:`FAMILIES` (its default seed; 0 for a :data:`VARIANTS` layout), or a
+    :class:`UsageError` naming the families."""
+    if family in VARIANTS:
+        return 0
     if family not in BUILDERS:
         raise UsageError(f"no tiny model of family {family!r}; the families are {', '.join(FAMILIES)}")
     return FAMILIES.index(family)
 
 
 def build_tiny_model(family: str, out_dir: Path, seed: int = 0) -> Path:
-    """Build the tiny ``family`` model (one of :data:`FAMILIES`) with random weights from ``seed`` and save it,
+    """Build the tiny ``family`` model (one of :data:`FAMILIES` or :data:`VARIANTS`) with random weights from
+    ``seed`` and save it,
     with its processor, into ``out_dir`` (created; files already there are overwritten). Returns ``out_dir``.
 
     The same family and seed give the same files byte for byte, so a rebuild with another seed changes only
@@ -43,7 +47,7 @@ def build_tiny_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     from transformers import GenerationConfig
 
     torch.manual_seed(seed)
-    model, processor = BUILDERS[family]()
+    model, processor = (BUILDERS.get(family) or VARIANTS[family])()
     text = model.config.get_text_config()
     model.generation_config = GenerationConfig(  # as in the real LLaMA 3.2 Vision Instruct: sampling by default
         bos_token_id=text.bos_token_id,

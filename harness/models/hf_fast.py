@@ -1,0 +1,174 @@
+"""The fast path of the ``hf:`` adapter: the naive Hugging Face path's greedy outputs, with less waste around it.
+
+What ``fast`` (the default) changes, checked for the same greedy outputs as ``fast=false`` on every family in
+``tests/models/test_hf_fast.py``:
+
+* **Batches of similar requests**: :func:`batching_order` sorts a chunk's requests by prompt length before
+  batching (less left padding to compute); outputs go back in the caller's order.
+* **Image decoding and processor work run ahead of the model** in a background thread (:class:`Prefetch`, via
+  :func:`medbench.models.hf_runtime.run_in_batches` ``ahead``): the next batch's inputs are built while the current
+  one generates, at most one batch ahead.
+* **The batch size follows free memory** (``batch_size=auto`` on CUDA): :func:`next_batch_size` grows it from the
+  peak memory a batch measured per sample; running out of memory still halves it (the safety net).
+
+The vision features and the cross-attention keys and values of an image are computed once per sample, at the
+prefill: transformers' Mllama drops ``pixel_values`` after the first generation step and reads the cached
+cross-attention states from then on (a test counts the vision encoder's calls).
+
+**Mllama's padded tiles are part of its computation** (measured here, so not skipped by default). The processor
+pads every image to 4 tiles (``pixel_values [batch, images, 4, 3, 560, 560]``) even when one is valid — every
+image of 560 px or less — and the encoder computes all 4. Skipping them does *not* give the same outputs, for two
+reasons in the model itself (transformers follows Meta's reference code in both): the vision encoder's attention
+mask only blocks padding-to-padding attention (``mask @ mask.T``), so the valid tile's patches attend to the
+padded tiles' patches; and the text tokens before the ``<|image|>`` token have no valid vision token to attend, so
+their cross-attention mask is zeroed and they attend uniformly to every vision token, padded tiles included. On the
+tiny 4-tile Mllama the logits move by ~0.15-0.3 (fp32). ``vision_tiles=valid`` (:func:`trim_tiles` + :func:`install`)
+runs the encoder on the valid tiles only, for whoever accepts that approximation: about 4x less vision compute at
+512 px; it is recorded in the model's identity (the cache never mixes the two) and its outputs must be checked
+against the default on real data before use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+#: The model types whose padded vision tiles ``vision_tiles=valid`` can skip (others run as they are).
+TRIMMED = ("mllama",)
+#: ``vision_tiles``: ``all`` as the model computes (the default), ``valid`` skipping padded tiles (approximate).
+VISION_TILES = ("all", "valid")
+#: The share of a GPU's memory the automatic batch size plans to use (the rest: fragmentation, the allocator).
+MEMORY_SHARE = 0.85
+
+
+def describe(fast: bool, vision_tiles: str) -> dict[str, Any]:
+    """What :meth:`HFModel.describe` records of the path, and so part of the prediction cache key: approximate
+    outputs (``vision_tiles=valid``) are never served as the model's, and a comparison of the two paths generates
+    both."""
+    return {"path": "fast" if fast else "naive", "vision_tiles": vision_tiles}
+
+
+# -- Mllama: valid tiles only -------------------------------------------------------------------------------------
+def trim_tiles(inputs: Any) -> Any:
+    """``inputs`` (a processor's Mllama batch) with the tile axis cut to the most valid tiles of any image in it;
+    unchanged when every image fills every tile, or for other families (no ``aspect_ratio_mask``)."""
+    mask = inputs.get("aspect_ratio_mask") if hasattr(inputs, "get") else None
+    if mask is None or "pixel_values" not in inputs:
+        return inputs
+    tiles = mask.shape[-1]
+    keep = max(1, int(mask.sum(dim=-1).max()))
+    if keep >= tiles:
+        return inputs
+    inputs["pixel_values"] = inputs["pixel_values"][:, :, :keep].contiguous()
+    inputs["aspect_ratio_mask"] = mask[..., :keep].contiguous()
+    if inputs.get("cross_attention_mask") is not None:
+        inputs["cross_attention_mask"] = inputs["cross_attention_mask"][..., :keep].contiguous()
+    return inputs
+
+
+def install(model: Any, model_type: str) -> int:
+    """Make ``model``'s Mllama tile embeddings accept fewer tiles than the maximum (what :func:`trim_tiles`
+    feeds them); returns how many modules were changed (0 for other families)."""
+    if model_type not in TRIMMED:
+        return 0
+    changed = 0
+    for module in model.modules():
+        kind = type(module).__name__
+        if kind in ("MllamaPrecomputedAspectRatioEmbedding", "MllamaPrecomputedPositionEmbedding"):
+            module.forward = _tiles_present(module, kind)
+            changed += 1
+    if not changed:
+        raise RuntimeError(f"no Mllama tile embedding found in {type(model).__name__}: the fast path cannot trim")
+    return changed
+
+
+def _tiles_present(module: Any, kind: str) -> Any:
+    """A forward for one of Mllama's tile embeddings that adds the embeddings of the first ``n`` tiles to hidden
+    states of ``n`` tiles, ``n`` <= the maximum. The arithmetic is the module's own, element for element (so the
+    present tiles' values are bitwise those of the full computation); only the table lookup reads ``n`` tiles."""
+    import torch
+
+    def aspect_ratio(hidden: torch.Tensor, aspect_ratio_ids: torch.Tensor) -> torch.Tensor:
+        tiles = hidden.shape[1]
+        table = module.embedding.weight.view(-1, module.max_num_tiles, 1, module.hidden_size)
+        embeddings = table[aspect_ratio_ids.reshape(-1), :tiles]
+        if module.is_gated:
+            embeddings = embeddings * module.gate.tanh()
+        return hidden + embeddings
+
+    def position(hidden: torch.Tensor, aspect_ratio_ids: torch.Tensor) -> torch.Tensor:
+        tiles = hidden.shape[1]
+        gated = (1 - module.gate.tanh()) * module.embedding
+        hidden = hidden + gated.view(1, 1, module.num_patches, module.hidden_size)
+        table = module.tile_embedding.weight.view(-1, module.max_num_tiles, module.num_patches, module.hidden_size)
+        return hidden + module.gate.tanh() * table[aspect_ratio_ids.reshape(-1), :tiles]
+
+    return aspect_ratio if kind == "MllamaPrecomputedAspectRatioEmbedding" else position
+
+
+# -- batching -----------------------------------------------------------------------------------------------------
+def batching_order(requests: Sequence[Any]) -> list[int]:
+    """The indices of ``requests`` in the order to batch them: by prompt length, then position (stable), so that a
+    batch holds prompts of similar lengths."""
+    return sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
+
+
+def next_batch_size(current: int, done: int, peak: int, base: int, total: int, limit: int = 512) -> int:
+    """The batch size to try next on a GPU of ``total`` bytes, after a batch of ``done`` requests peaked at ``peak``
+    bytes allocated with ``base`` allocated before it (the weights): as many as the measured per-sample footprint
+    fits in :data:`MEMORY_SHARE` of the memory, at most twice ``current`` (memory per sample grows with prompt
+    length, so the size grows in steps) and at most ``limit``; never below 1. An over-estimate is caught by the
+    out-of-memory halving."""
+    per_sample = max(1, (peak - base) // max(1, done))
+    fits = int((total * MEMORY_SHARE - base) // per_sample)
+    return max(1, min(limit, 2 * max(1, current), max(done, fits)))
+
+
+class Prefetch:
+    """Builds the inputs of the batch expected next in one background thread while the current one generates.
+
+    :meth:`submit` starts building a batch (dropping any other not taken); :meth:`take` returns its inputs when
+    asked for exactly those requests (the same objects, held until then so that no other can look the same), else
+    None and the caller builds them itself. A build's exception is raised by :meth:`take`, as building in place
+    would raise it. ``lock`` is held by every build: the caller holds it too around its own use of the tokenizer
+    (a Rust tokenizer refuses a second thread while it is padding a batch)."""
+
+    def __init__(self, build: Callable[[Sequence[Any]], Any], lock: threading.Lock) -> None:
+        self._build = build
+        self.lock = lock
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[list[Any], Future[Any]] | None = None
+
+    def submit(self, requests: list[Any]) -> None:
+        self.discard()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medbench-prefetch")
+        self._pending = (list(requests), self._pool.submit(self._locked_build, list(requests)))
+
+    def _locked_build(self, requests: list[Any]) -> Any:
+        with self.lock:
+            return self._build(requests)
+
+    def take(self, requests: Sequence[Any]) -> Any | None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        wanted, future = pending
+        if len(wanted) != len(requests) or any(a is not b for a, b in zip(wanted, requests, strict=True)):
+            future.cancel()
+            return None
+        return future.result()
+
+    def discard(self) -> None:
+        """Drop a build not taken (a running one finishes in the background and is forgotten)."""
+        if self._pending is not None:
+            self._pending[1].cancel()
+            self._pending = None
+
+    def close(self) -> None:
+        self.discard()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
