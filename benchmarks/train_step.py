@@ -92,6 +92,7 @@ except ImportError:
     _load_medbench_from_checkout()
 
 from medbench.errors import MedbenchError, UsageError  # noqa: E402
+from medbench.models import hf_fast  # noqa: E402
 from medbench.training import presets  # noqa: E402
 
 PATHS: tuple[str, ...] = ("naive", "medbench-4tiles", "medbench", "qlora")
@@ -345,82 +346,16 @@ class RecomputeCheck:
 
 
 # -- one tile per image ------------------------------------------------------------------------------------------
-def _aspect_ratio_forward(module: Any) -> Callable[..., Any]:
-    """Mllama's pre/post-tile embedding for ``hidden_states`` of any tile count T <= max_num_tiles: the first T
-    tiles' slice of the aspect ratio's embedding row (the stock forward reshapes to max_num_tiles)."""
-
-    def forward(hidden_states: Any, aspect_ratio_ids: Any) -> Any:
-        tiles = hidden_states.shape[1]
-        embeddings = module.embedding(aspect_ratio_ids).reshape(-1, module.max_num_tiles, 1, module.hidden_size)
-        embeddings = embeddings[:, :tiles]
-        if module.is_gated:
-            embeddings = embeddings * module.gate.tanh()
-        return hidden_states + embeddings
-
-    return forward
-
-
-def _position_forward(module: Any) -> Callable[..., Any]:
-    """Mllama's gated position + tile-position embedding for any tile count T <= max_num_tiles (first T tiles)."""
-
-    def forward(hidden_states: Any, aspect_ratio_ids: Any) -> Any:
-        rows, tiles = hidden_states.shape[:2]
-        gate = module.gate.tanh()
-        position = (1 - gate) * module.embedding
-        hidden_states = hidden_states + position.view(1, 1, module.num_patches, module.hidden_size)
-        tile_position = module.tile_embedding(aspect_ratio_ids).reshape(
-            rows, module.max_num_tiles, module.num_patches, module.hidden_size
-        )
-        return hidden_states + gate * tile_position[:, :tiles]
-
-    return forward
-
-
-_TILE_EMBEDDINGS: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[str, ...]]] = {
-    "MllamaPrecomputedAspectRatioEmbedding": (
-        _aspect_ratio_forward,
-        ("embedding", "max_num_tiles", "hidden_size", "is_gated"),
-    ),
-    "MllamaPrecomputedPositionEmbedding": (
-        _position_forward,
-        ("embedding", "gate", "tile_embedding", "max_num_tiles", "num_patches", "hidden_size"),
-    ),
-}
-
-
 def enable_tile_cut(model: Any) -> int:
-    """Let the vision tower take fewer tiles than ``max_num_tiles`` (see :func:`cut_padded_tiles`); the number of
-    embeddings patched (3 on Mllama). A :class:`UsageError` when transformers' Mllama is not the layout known here."""
-    patched = 0
-    for module in model.modules():
-        known = _TILE_EMBEDDINGS.get(type(module).__name__)
-        if known is None:
-            continue
-        make, attributes = known
-        missing = [a for a in attributes if not hasattr(module, a)]
-        if missing:
-            raise UsageError(
-                f"{type(module).__name__} has no {', '.join(missing)}: this transformers version's Mllama vision "
-                "tower is not the one the tile cut knows; run without it (the medbench-4tiles path)"
-            )
-        module.forward = make(module)
-        patched += 1
-    if patched != 3:
-        raise UsageError(f"found {patched} Mllama tile embeddings, expected 3: unknown Mllama vision layout")
-    return patched
+    """Let the vision tower take fewer tiles than ``max_num_tiles`` (the ``hf:`` adapter's ``vision_tiles=valid``:
+    :func:`medbench.models.hf_fast.install`); the number of embeddings patched (3 on Mllama)."""
+    return hf_fast.install(model, "mllama")
 
 
 def cut_padded_tiles(inputs: dict[str, Any]) -> dict[str, Any]:
-    """``inputs`` with the tile axis cut to the batch's most valid tiles per image (1 for 512 px images): the
-    processor puts an image's valid tiles first, so the cut keeps every valid tile of every image."""
-    mask = inputs["aspect_ratio_mask"]  # (batch, images, max_tiles), 1 on valid tiles
-    tiles = max(int(mask.sum(-1).max()), 1)
-    if int(mask[..., tiles:].sum()) != 0:
-        raise UsageError("aspect_ratio_mask has a valid tile after a padded one: cannot cut the padded tiles")
-    out = dict(inputs)
-    out["pixel_values"] = inputs["pixel_values"][:, :, :tiles].contiguous()
-    out["aspect_ratio_mask"] = mask[..., :tiles].contiguous()
-    out["cross_attention_mask"] = inputs["cross_attention_mask"][..., :tiles].contiguous()
+    """``inputs`` with the tile axis cut to the batch's most valid tiles per image (1 for 512 px images):
+    :func:`medbench.models.hf_fast.trim_tiles`."""
+    out: dict[str, Any] = hf_fast.trim_tiles(inputs)
     return out
 
 

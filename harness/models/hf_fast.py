@@ -30,10 +30,13 @@ against the default on real data before use.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from medbench.errors import UsageError
 
 #: The model types whose padded vision tiles ``vision_tiles=valid`` can skip (others run as they are).
 TRIMMED = ("mllama",)
@@ -52,35 +55,62 @@ def describe(fast: bool, vision_tiles: str) -> dict[str, Any]:
 
 # -- Mllama: valid tiles only -------------------------------------------------------------------------------------
 def trim_tiles(inputs: Any) -> Any:
-    """``inputs`` (a processor's Mllama batch) with the tile axis cut to the most valid tiles of any image in it;
-    unchanged when every image fills every tile, or for other families (no ``aspect_ratio_mask``)."""
+    """A copy of ``inputs`` (a processor's Mllama batch, a dict or ``BatchFeature``) with the tile axis cut to the
+    most valid tiles of any image in it (the processor puts an image's valid tiles first, so every valid tile is
+    kept); ``inputs`` itself when nothing is padded, or for other families (no ``aspect_ratio_mask``)."""
     mask = inputs.get("aspect_ratio_mask") if hasattr(inputs, "get") else None
     if mask is None or "pixel_values" not in inputs:
         return inputs
-    tiles = mask.shape[-1]
     keep = max(1, int(mask.sum(dim=-1).max()))
-    if keep >= tiles:
+    if keep >= mask.shape[-1]:
         return inputs
-    inputs["pixel_values"] = inputs["pixel_values"][:, :, :keep].contiguous()
-    inputs["aspect_ratio_mask"] = mask[..., :keep].contiguous()
+    if int(mask[..., keep:].sum()) != 0:
+        raise UsageError("aspect_ratio_mask has a valid tile after a padded one: cannot cut the padded tiles")
+    out = copy.copy(inputs)  # a shallow copy: the caller's batch keeps its tensors
+    out["pixel_values"] = inputs["pixel_values"][:, :, :keep].contiguous()
+    out["aspect_ratio_mask"] = mask[..., :keep].contiguous()
     if inputs.get("cross_attention_mask") is not None:
-        inputs["cross_attention_mask"] = inputs["cross_attention_mask"][..., :keep].contiguous()
-    return inputs
+        out["cross_attention_mask"] = inputs["cross_attention_mask"][..., :keep].contiguous()
+    return out
+
+
+#: Mllama's tile embeddings (the pre- and post-tile aspect-ratio embeddings, the gated position embedding) and the
+#: attributes :func:`_tiles_present` reads: a transformers version without them is refused, never guessed at.
+TILE_EMBEDDINGS = {
+    "MllamaPrecomputedAspectRatioEmbedding": ("embedding", "max_num_tiles", "hidden_size", "is_gated"),
+    "MllamaPrecomputedPositionEmbedding": (
+        "embedding",
+        "gate",
+        "tile_embedding",
+        "max_num_tiles",
+        "num_patches",
+        "hidden_size",
+    ),
+}
 
 
 def install(model: Any, model_type: str) -> int:
     """Make ``model``'s Mllama tile embeddings accept fewer tiles than the maximum (what :func:`trim_tiles`
-    feeds them); returns how many modules were changed (0 for other families)."""
+    feeds them); returns how many modules were changed (3 on Mllama, 0 for other families). With all the tiles
+    the changed embeddings are the stock ones bit for bit. A :class:`UsageError` when this transformers' Mllama
+    vision tower is not the layout known here."""
     if model_type not in TRIMMED:
         return 0
     changed = 0
     for module in model.modules():
         kind = type(module).__name__
-        if kind in ("MllamaPrecomputedAspectRatioEmbedding", "MllamaPrecomputedPositionEmbedding"):
-            module.forward = _tiles_present(module, kind)
-            changed += 1
-    if not changed:
-        raise RuntimeError(f"no Mllama tile embedding found in {type(model).__name__}: the fast path cannot trim")
+        if kind not in TILE_EMBEDDINGS:
+            continue
+        missing = [a for a in TILE_EMBEDDINGS[kind] if not hasattr(module, a)]
+        if missing:
+            raise UsageError(
+                f"{kind} has no {', '.join(missing)}: this transformers version's Mllama vision tower is not the one "
+                "the tile cut knows; run without it (vision_tiles=all)"
+            )
+        module.forward = _tiles_present(module, kind)
+        changed += 1
+    if changed != 3:
+        raise UsageError(f"found {changed} Mllama tile embeddings, expected 3: unknown Mllama vision layout")
     return changed
 
 

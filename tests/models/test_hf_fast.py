@@ -231,3 +231,32 @@ def test_next_batch_size_follows_the_measured_footprint() -> None:
     assert hf_fast.next_batch_size(16, 16, 78 * gib, 20 * gib, 80 * gib) == 16  # full: never below what just ran
     assert hf_fast.next_batch_size(256, 256, 21 * gib, 20 * gib, 80 * gib, limit=300) == 300
     assert hf_fast.next_batch_size(1, 0, 0, 0, 0) == 1
+
+
+def test_a_multi_model_run_frees_each_model_before_the_next_loads(
+    families: dict[str, tuple[Path, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Guards GPU memory in `medbench run --models a,b`: a's weights must be gone (not merely unreferenced by the
+    # adapter) when b loads, or two models' weights would share the GPU.
+    import gc
+    import weakref
+
+    from medbench.cli import main
+    from medbench.models import hf
+
+    alive_at_load: list[list[bool]] = []
+    loaded: list[weakref.ref[Any]] = []
+    real = hf.HFModel._load_model
+
+    def spy(self: Any) -> Any:
+        gc.collect()
+        alive_at_load.append([ref() is not None for ref in loaded])
+        model = real(self)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(hf.HFModel, "_load_model", spy)
+    models = f"hf:{families['mllama'][0]},hf:{families['llava'][0]}"
+    args = ["run", "--demo", "--models", models, "--tasks", "vqa_rad", "--limit", "2", "--no-cache"]
+    assert main([*args, "--output", str(tmp_path / "run")]) == 0
+    assert alive_at_load == [[], [False]]  # the first model's weights were collected before the second loaded

@@ -1,0 +1,399 @@
+"""Evaluation throughput of the ``hf:`` adapter on one GPU: the naive path against the fast path, in the same run.
+
+Models, with random weights built directly on the GPU in bf16 (seconds, no download; random weights have the real
+compute and memory profile, never the real accuracy):
+
+* ``mllama``: the Llama-3.2-11B-Vision architecture (``benchmarks/train_step.py``'s ``model_shape``: ``MllamaConfig()``
+  with vision ``image_size`` 560, tanh gates opened), with the real 4-tile Mllama image processor;
+* ``qwen2_5_vl``: the Qwen2.5-VL-7B-Instruct architecture (:func:`qwen_7b_config`), with Qwen's own image processor
+  at its default pixel limits (a 512 px image becomes 504 x 504: 324 image tokens).
+
+Both run through the real adapter (``medbench.registry.create_model("hf:...")``): the model object replaces the one
+the adapter would load, and the processor is the adapter's own (the tiny checkpoint's tokenizer and chat template;
+only the image processor is the real family's), so what is timed is exactly ``HFModel.generate`` — image decode and
+resize, chat template, processor, generation, decoding — as ``medbench run`` calls it.
+
+Requests: ``--samples`` VQA requests over ``--images`` distinct random 512 x 512 PNG images (several questions per
+image, as SLAKE has), prompts of about ``--prompt-tokens`` tokens (lengths varied by +-25 %), exactly
+``--new-tokens`` new tokens each (end of sequence suppressed). Paths (``--paths``):
+
+* ``naive``: ``fast=false`` — batches in request order, inputs prepared between batches, a fixed batch size;
+* ``fast``: the default adapter path (prompt-length batching, the next batch prepared in the background; the same
+  outputs as naive, checked below on the same inputs);
+* ``valid-tiles`` (Mllama only): ``fast`` plus ``vision_tiles=valid``: the vision encoder on the valid tile of each
+  512 px image instead of 4 — faster, but **not** output-preserving (Mllama's padded tiles enter its outputs: see
+  ``medbench.models.hf_fast``); its agreement with naive is printed, never assumed.
+
+Per (model, path, batch): samples/s and new tokens/s over the whole ``generate`` call (after one warm-up batch),
+peak GPU memory allocated, the speed-up over the naive path's best batch, and the share of requests whose greedy
+output equals the naive path's at the same batch size. A configuration that runs out of memory is recorded as OOM
+and the larger batches of that path are skipped. Printed at the end: the time a full SLAKE + VQA-RAD + PathVQA pass
+(8,231 questions) would take at the best rate, and the issue's targets (Mllama >= 100 samples/s and >= 10x naive on
+one H100/H200).
+
+``--tiny`` runs the same comparison on tiny models of both families on the CPU (Mllama with the real 4-tile
+layout) in seconds: what CI runs (``tests/models/test_gpu_eval_bench.py``).
+
+Run: python benchmarks/gpu_eval_throughput.py [--tiny] [--batches 32,64,128] [--samples 512] [--json FILE]
+The checkout needs no install (medbench is loaded from its folders, as train_step.py does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+FULL_PASS = 8231  # SLAKE (English) 1,061 + VQA-RAD 451 + PathVQA 6,719 test questions
+FAMILIES = ("mllama", "qwen2_5_vl")
+PATHS = ("naive", "fast", "valid-tiles")
+WORDS = [
+    "lesion",
+    "left",
+    "right",
+    "lung",
+    "liver",
+    "kidney",
+    "image",
+    "scan",
+    "shows",
+    "does",
+    "contain",
+    "which",
+    "organ",
+    "abnormal",
+    "the",
+    "is",
+    "of",
+    "in",
+]
+
+
+def _train_step() -> ModuleType:
+    """benchmarks/train_step.py as a module (its 11B Mllama shape and builder; it loads medbench from the checkout
+    when medbench is not installed)."""
+    spec = importlib.util.spec_from_file_location("train_step_bench", HERE / "train_step.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_step_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ts = _train_step()
+
+from medbench.errors import MedbenchError, UsageError  # noqa: E402
+
+
+@dataclass
+class Row:
+    """One (model, path, batch) measurement."""
+
+    family: str
+    path: str
+    batch: int
+    samples_per_s: float | None = None
+    new_tokens_per_s: float | None = None
+    seconds: float | None = None
+    peak_allocated_gib: float | None = None
+    agreement_with_naive: float | None = None  # share of outputs equal to naive's at this batch size
+    oom: bool = False
+
+
+# -- models ---------------------------------------------------------------------------------------------------------
+def qwen_7b_config(tiny: Any) -> Any:
+    """Qwen2.5-VL-7B-Instruct's architecture, with the tiny checkpoint's special-token ids (so its tokenizer's image
+    placeholders are the model's)."""
+    import copy
+
+    config = copy.deepcopy(tiny)
+    text = {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "max_position_embeddings": 128000,
+        "max_window_layers": 28,
+    }
+    vision = {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    rope = dict(getattr(config.text_config, "rope_parameters", None) or {})
+    text["rope_parameters"] = {**rope, "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}  # head_dim 128
+    for name, sizes in (("text_config", text), ("vision_config", vision)):
+        old = getattr(config, name)
+        # rebuilt through the class, so that what it derives from the sizes (head_dim, layer_types) follows them
+        settings = {k: v for k, v in old.to_dict().items() if k not in ("layer_types", "head_dim")}
+        setattr(config, name, type(old)(**{**settings, **sizes}))
+    return config
+
+
+def build_full(family: str, folder: Path, device: Any) -> tuple[Any, Any]:
+    """``(model, image processor)`` of the full-size ``family`` with random bf16 weights made on ``device``."""
+    import torch
+    import transformers
+
+    if family == "mllama":
+        shape = ts.model_shape(tiny=False)
+        return ts.build_model(shape, device), ts.image_processor(shape)
+    tiny = transformers.AutoConfig.from_pretrained(folder)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(qwen_7b_config(tiny), dtype=torch.bfloat16)
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    return model, type(processor)()  # the family's image processor at its default pixel limits
+
+
+def make_adapter(folder: Path, path: str, batch: int, device: str, full: tuple[Any, Any] | None) -> Any:
+    """The ``hf:`` adapter for ``path``, with the full-size model and image processor swapped in when given."""
+    from medbench import registry
+
+    options: dict[str, Any] = {"device": device, "batch_size": str(batch), "fast": str(path != "naive").lower()}
+    if path == "valid-tiles":
+        options["vision_tiles"] = "valid"
+    adapter = registry.create_model(f"hf:{folder}", **options)
+    if full is not None:
+        model, image_processor = full
+        adapter.processor.image_processor = image_processor
+        adapter._model = model  # what the adapter would have loaded (weights are random either way)
+        if path == "valid-tiles":
+            from medbench.models import hf_fast
+
+            hf_fast.install(model, "mllama")  # idempotent: the patched forward reads the tiles it is given
+    else:
+        adapter.load()
+    adapter.generation.eos_token_id = None  # exactly --new-tokens each: every path decodes the same length
+    return adapter
+
+
+# -- requests -------------------------------------------------------------------------------------------------------
+def make_requests(root: Path, samples: int, images: int, size: int, prompt_tokens: int, new_tokens: int) -> list[Any]:
+    """``samples`` VQA requests over ``images`` random PNG images of ``size`` px (seeded), prompts of about
+    ``prompt_tokens`` tokens (+-25 %)."""
+    import numpy as np
+    from PIL import Image
+
+    from medbench.schema import ImageRef, Request
+
+    rng = np.random.default_rng(0)
+    words = random.Random(0)
+    refs = []
+    for i in range(images):
+        path = root / f"image{i:04d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        refs.append(ImageRef("file", str(path)))
+    out = []
+    for i in range(samples):
+        n = max(4, int(prompt_tokens * 0.7 * words.uniform(0.75, 1.25)))  # ~0.7 words per token of LLaMA's tokenizer
+        prompt = " ".join(words.choice(WORDS) for _ in range(n)) + "?"
+        out.append(Request(f"q{i}", "bench", "vqa", prompt, prompt, refs[i % images], size, new_tokens))
+    return out
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+def measure(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> tuple[list[str], float, float | None]:
+    """``(outputs, seconds, peak GiB)`` of one ``generate`` over ``requests`` after a warm-up batch."""
+    import torch
+
+    adapter.generate(requests[:batch])  # warm-up: kernels, allocator
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    outputs = adapter.generate(requests)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
+    return outputs, seconds, peak
+
+
+def run_family(family: str, folder: Path, args: argparse.Namespace, requests: list[Any], cuda: bool) -> list[Row]:
+    """Every path of ``family`` at every batch size."""
+    import torch
+
+    from medbench.models import hf_runtime
+
+    device = "cuda" if cuda else "cpu"
+    full = None if args.tiny else build_full(family, folder, torch.device("cuda"))
+    rows: list[Row] = []
+    naive_outputs: dict[int, list[str]] = {}
+    for path in args.paths:
+        if path == "valid-tiles" and family != "mllama":
+            continue
+        for batch in args.batches:
+            row = Row(family, path, batch)
+            rows.append(row)
+            try:
+                adapter = make_adapter(folder, path, batch, device, full)
+                outputs, seconds, peak = measure(adapter, requests, batch, cuda)
+            except Exception as exc:
+                if not hf_runtime.is_oom(exc):
+                    raise
+                row.oom = True
+                hf_runtime.release_memory()
+                break  # larger batches of this path would too
+            row.seconds = round(seconds, 3)
+            row.samples_per_s = round(len(requests) / seconds, 2)
+            row.new_tokens_per_s = round(len(requests) * args.new_tokens / seconds, 1)
+            row.peak_allocated_gib = peak
+            if path == "naive":
+                naive_outputs[batch] = outputs
+            if batch in naive_outputs:
+                same = sum(a == b for a, b in zip(outputs, naive_outputs[batch], strict=True))
+                row.agreement_with_naive = round(same / len(outputs), 4)
+    return rows
+
+
+# -- output ---------------------------------------------------------------------------------------------------------
+def best(rows: Sequence[Row], family: str, path: str) -> Row | None:
+    done = [r for r in rows if r.family == family and r.path == path and r.samples_per_s]
+    return max(done, key=lambda r: r.samples_per_s or 0.0, default=None)
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    header = f"{'model':<11} {'path':<12} {'batch':>5} {'samples/s':>10} {'new tok/s':>10} {'peak GiB':>9} "
+    header += f"{'x naive':>8} {'= naive':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        base = best(rows, r.family, "naive")
+        if r.oom:
+            lines.append(f"{r.family:<11} {r.path:<12} {r.batch:>5} {'OOM':>10}")
+            continue
+        speedup = f"{(r.samples_per_s or 0) / base.samples_per_s:.2f}" if base and base.samples_per_s else "-"
+        agree = f"{100 * r.agreement_with_naive:.1f}%" if r.agreement_with_naive is not None else "-"
+        peak = f"{r.peak_allocated_gib:.1f}" if r.peak_allocated_gib is not None else "-"
+        lines.append(
+            f"{r.family:<11} {r.path:<12} {r.batch:>5} {r.samples_per_s:>10.2f} {r.new_tokens_per_s:>10.1f} "
+            f"{peak:>9} {speedup:>8} {agree:>8}"
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: Sequence[Row], tiny: bool) -> list[str]:
+    """The full-pass estimate per model and path, and the issue's targets for Mllama."""
+    lines = []
+    for family in FAMILIES:
+        for path in PATHS:
+            top = best(rows, family, path)
+            if top and top.samples_per_s:
+                lines.append(
+                    f"{family} {path}: best {top.samples_per_s:.2f} samples/s at batch {top.batch}; "
+                    f"{FULL_PASS:,} questions in {FULL_PASS / top.samples_per_s:,.0f} s"
+                )
+    naive, fast = best(rows, "mllama", "naive"), best(rows, "mllama", "fast")
+    if not tiny and naive and fast and naive.samples_per_s and fast.samples_per_s:
+        ok = fast.samples_per_s >= 100 and fast.samples_per_s >= 10 * naive.samples_per_s
+        lines.append(
+            f"target (Mllama fast >= 100 samples/s and >= 10x naive): {'MET' if ok else 'NOT MET'} "
+            f"({fast.samples_per_s:.1f}/s, {fast.samples_per_s / naive.samples_per_s:.2f}x)"
+        )
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    def ints(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, got {text!r}")
+        return values
+
+    def names(allowed: tuple[str, ...]) -> Any:
+        def parse(text: str) -> list[str]:
+            values = [v.strip() for v in text.split(",") if v.strip()]
+            unknown = [v for v in values if v not in allowed]
+            if unknown or not values:
+                raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+            return values
+
+        return parse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (seconds): the CI mode")
+    parser.add_argument("--batches", type=ints, help="batch sizes (default 32,64,128; --tiny 2,4)")
+    parser.add_argument("--samples", type=int, help="requests per measurement (default 512; --tiny 8)")
+    parser.add_argument("--images", type=int, default=0, help="distinct images (default samples / 4)")
+    parser.add_argument("--prompt-tokens", type=int, default=64, help="about this many prompt tokens (default 64)")
+    parser.add_argument("--new-tokens", type=int, default=16, help="new tokens per request (default 16)")
+    parser.add_argument("--families", type=names(FAMILIES), default=list(FAMILIES), help="mllama,qwen2_5_vl")
+    parser.add_argument("--paths", type=names(PATHS), default=list(PATHS), help="naive,fast,valid-tiles")
+    parser.add_argument("--json", type=Path, help="write every number to this JSON file")
+    args = parser.parse_args(argv)
+    args.batches = args.batches or ([2, 4] if args.tiny else [32, 64, 128])
+    args.samples = args.samples or (8 if args.tiny else 512)
+    args.images = args.images or max(1, args.samples // 4)
+    if args.samples < 1 or args.new_tokens < 1 or args.prompt_tokens < 1:
+        raise UsageError("--samples, --new-tokens and --prompt-tokens must be >= 1")
+    if "naive" not in args.paths:
+        args.paths = ["naive", *args.paths]  # every speed-up and agreement is against the naive path of this run
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from medbench.testing import build_tiny_model
+
+    dev = ts.Device(torch)
+    if not dev.cuda and not args.tiny:
+        raise UsageError("the full-size run needs a CUDA GPU (the 11B model's bf16 weights are 19.9 GiB); use --tiny")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="medbench-eval-bench-") as tmp:
+        root = Path(tmp)
+        for family in args.families:
+            folder = build_tiny_model("mllama-4tiles" if family == "mllama" else family, root / family)
+            size = 512 if not args.tiny else (26 if family == "mllama" else 56)  # 26 px: 1 valid tile of 4, as 512
+            images = root / f"{family}-images"
+            images.mkdir()
+            reqs = make_requests(images, args.samples, args.images, size, args.prompt_tokens, args.new_tokens)
+            rows += run_family(family, folder, args, reqs, dev.cuda)
+            print(format_table([r for r in rows if r.family == family]), flush=True)
+    record = {
+        "device": dev.name,
+        "date": time.strftime("%Y-%m-%d"),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "environment": ts.environment(dev),
+        "rows": [asdict(r) for r in rows],
+        "summary": summary(rows, args.tiny),
+    }
+    print(f"\n{dev.name}\n{format_table(rows)}\n" + "\n".join(record["summary"]))
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except MedbenchError as exc:
+        print(f"gpu_eval_throughput: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""benchmarks/gpu_eval_throughput.py in its --tiny CPU mode (what CI can run of issue 14's benchmark): every family
+and path measured through the real hf: adapter, the fast path's outputs equal to the naive path's on the same
+inputs, the valid-tiles path for Mllama only, the Qwen2.5-VL-7B architecture right, and clear errors for bad flags.
+No speed is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_eval_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_eval_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_eval_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_measures_every_path_and_fast_equals_naive(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--samples", "6", "--batches", "2,3", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    rows = {(r["family"], r["path"], r["batch"]): r for r in record["rows"]}
+    want = {(f, p, b) for f in ("mllama", "qwen2_5_vl") for p in ("naive", "fast") for b in (2, 3)}
+    want |= {("mllama", "valid-tiles", b) for b in (2, 3)}  # Qwen has no padded tiles to skip
+    assert set(rows) == want
+    for key, row in rows.items():
+        assert not row["oom"] and row["samples_per_s"] > 0 and row["new_tokens_per_s"] > 0, key
+        assert row["agreement_with_naive"] is not None, key
+        if key[1] == "fast":
+            assert row["agreement_with_naive"] == 1.0, key  # the fast path gives the naive path's outputs
+    assert any("8,231 questions in" in line for line in record["summary"])
+    printed = capsys.readouterr().out
+    assert "samples/s" in printed and "valid-tiles" in printed
+
+
+def test_the_qwen_7b_architecture_has_its_parameter_count(bench: ModuleType, tmp_path: Path) -> None:
+    from medbench.testing import build_tiny_model
+
+    folder = build_tiny_model("qwen2_5_vl", tmp_path / "qwen")
+    config = bench.qwen_7b_config(transformers.AutoConfig.from_pretrained(folder))
+    with torch.device("meta"):
+        model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656  # Qwen2.5-VL-7B-Instruct's
+
+
+def test_bad_flags_and_a_full_run_without_a_gpu_are_refused(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--batches", "0"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--paths", "warp"])
+    if not torch.cuda.is_available():
+        assert bench.main(["--samples", "2"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
