@@ -10,7 +10,10 @@ Options (strings, from ``--model-arg openai:<model>.key=value``):
     OpenAI's own host (``https://api.openai.com``); any other endpoint gets a placeholder key (local servers need
     none) unless a variable is named here. A variable named explicitly but unset is an error.
 ``concurrency`` (default 8), ``timeout`` (seconds per attempt, default 120), ``max_retries`` (default 5)
-    ``concurrency`` requests of a batch are in flight at once.
+    ``concurrency`` requests are in flight at once. The runner hands the adapter batches of :attr:`batch_size`
+    requests (``max(32, 8 * concurrency)`` unless ``--batch-size`` says otherwise) and each batch drains before the
+    next starts, so a batch holds several rounds of ``concurrency`` requests: only its last round runs below the
+    limit. A ``--batch-size`` below ``concurrency`` caps the requests in flight at the batch size (logged once).
 ``seed``
     Sent with every request when given. ``temperature`` is always 0 (greedy).
 ``backoff_base`` (default 1 s), ``backoff_max`` (default 60 s)
@@ -25,7 +28,12 @@ other 4xx fails at once. A request that still fails raises :class:`EndpointError
 last error, and the rest of the batch is abandoned: a failure is never turned into an empty prediction.
 
 Each request is one user message: the image as a base64 PNG data URL (``image_url`` part) followed by the
-prompt text, with ``max_tokens=request.max_new_tokens``.
+prompt text, with ``max_tokens=request.max_new_tokens``. The PNG holds exactly the pixels of the evaluation's image
+pipeline (:func:`medbench.images.decode_image`: RGB, resized to ``request.image_size``), written with zlib level
+:data:`PNG_COMPRESS_LEVEL` (lossless at any level, so the server decodes the same pixels; level 1 is ~3x faster
+than PIL's default 6 for ~10 % more bytes). An image shared by several requests (SLAKE and VQA-RAD ask several
+questions per image) is encoded once: :class:`ImageURLCache` keeps recent data URLs keyed by the sha256 of the
+image's bytes and the resize setting, never by its file name.
 """
 
 from __future__ import annotations
@@ -37,9 +45,10 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from medbench.endpoint import (
     PLACEHOLDER_KEY,
@@ -52,9 +61,13 @@ from medbench.endpoint import (
     parse_chat_body,
 )
 from medbench.errors import MedbenchError, UsageError
+from medbench.images import decode_image, read_image_bytes
 from medbench.models.base import Model
 from medbench.provenance import redact_url
 from medbench.schema import Request
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +131,130 @@ def _number_option(options: Mapping[str, Any], key: str, default: _N, minimum: _
     return number
 
 
-def encode_image(request: Request) -> str:
-    """The request's image as a ``data:image/png;base64,...`` URL."""
-    image = request.image.open(request.image_size)
+#: zlib level of the PNG sent. PNG is lossless at every level, so the level changes the bytes on the wire, never the
+#: pixels the server decodes (hence not part of the fingerprint). On 512 px radiology images level 1 encodes in about
+#: a third of the time of PIL's default 6 for ~10 % more bytes (``benchmarks/openai_throughput.py`` prints both).
+PNG_COMPRESS_LEVEL = 1
+#: How many bytes of data URLs :class:`ImageURLCache` keeps by default: every image of SLAKE (96) or VQA-RAD (203)
+#: at 512 px (~0.2 MB each), and the most recent ~1,300 of a larger set.
+IMAGE_CACHE_BYTES = 256 * 2**20
+_PNG_PREFIX = "data:image/png;base64,"
+
+
+def png_data_url(image: Image.Image) -> str:
+    """``image`` as a ``data:image/png;base64,...`` URL (zlib level :data:`PNG_COMPRESS_LEVEL`)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return _PNG_PREFIX + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def encode_image(request: Request) -> str:
+    """The request's image as a PNG data URL: its pixels exactly as the evaluation's pipeline decodes them (RGB,
+    resized to ``request.image_size``). Uncached; the adapter goes through :class:`ImageURLCache`."""
+    ref = request.image
+    return png_data_url(decode_image(read_image_bytes(ref), where=ref.describe(), size=request.image_size or None))
+
+
+_CacheKey = tuple[str, int]
+
+
+class ImageURLCache:
+    """Data URLs of recently sent images, so an image shared by several requests is decoded and encoded once.
+
+    The key is the sha256 of the image's encoded bytes plus the resize setting: what decides the pixels. Two files
+    with the same name (or the same zip member name in two archives) but other bytes get their own entries, and
+    one image under two names shares one. At most ``max_bytes`` of URLs are kept, least recently used evicted
+    first (``0``: nothing is kept). Thread-safe, and single-flight: while one thread encodes an image, another
+    thread asking for the same key waits for that result instead of encoding it again.
+    """
+
+    def __init__(self, max_bytes: int = IMAGE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        #: Images decoded and encoded (cache misses) and requests answered from the cache or a pending encode.
+        self.encoded = 0
+        self.hits = 0
+        self._urls: OrderedDict[_CacheKey, str] = OrderedDict()
+        self._pending: dict[_CacheKey, Future[str]] = {}
+        self._lock = threading.Lock()
+
+    def url(self, request: Request) -> str:
+        """The data URL of ``request``'s image (:func:`encode_image`'s result), from the cache when it holds it.
+        An unreadable or undecodable image raises :class:`~medbench.errors.SampleError` naming this request's
+        image, and nothing is cached for it."""
+        ref = request.image
+        data = read_image_bytes(ref)
+        size = request.image_size or None  # None and 0 both keep the original size
+        key = (hashlib.sha256(data).hexdigest(), size or 0)
+        return self._get(key, lambda: png_data_url(decode_image(data, where=ref.describe(), size=size)))
+
+    def _get(self, key: _CacheKey, make: Callable[[], str]) -> str:
+        with self._lock:
+            url = self._urls.get(key)
+            if url is not None:
+                self._urls.move_to_end(key)
+                self.hits += 1
+                return url
+            pending = self._pending.get(key)
+            owner = pending is None
+            if pending is None:
+                pending = self._pending[key] = Future()
+        if not owner:
+            try:
+                url = pending.result()
+            except Exception:
+                # The owner's image failed to decode: encode this one ourselves, so its error names this
+                # request's file (same bytes, so the same failure, but reported for the right sample).
+                return self._encode(make)
+            with self._lock:
+                self.hits += 1
+            return url
+        try:
+            url = self._encode(make)
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            del self._pending[key]
+            self._store(key, url)
+        pending.set_result(url)
+        return url
+
+    def _encode(self, make: Callable[[], str]) -> str:
+        url = make()
+        with self._lock:
+            self.encoded += 1
+        return url
+
+    def clear(self) -> None:
+        """Drop every kept URL (the counters stay)."""
+        with self._lock:
+            self._urls.clear()
+            self.bytes = 0
+
+    def _store(self, key: _CacheKey, url: str) -> None:
+        """Keep ``url`` (lock held), evicting the least recently used entries beyond :attr:`max_bytes`."""
+        if len(url) > self.max_bytes or key in self._urls:
+            return
+        self._urls[key] = url
+        self.bytes += len(url)
+        while self.bytes > self.max_bytes:
+            _, evicted = self._urls.popitem(last=False)
+            self.bytes -= len(evicted)
 
 
 class OpenAICompatModel(Model):
     """An OpenAI-compatible chat-completions endpoint; see the module docstring for options and retries."""
 
     uses_images: ClassVar[bool] = True
+    #: The smallest default batch; the default is ``max(32, BATCH_ROUNDS * concurrency)`` (see __init__).
     batch_size = 32
+    #: Rounds of ``concurrency`` requests per default batch. A batch drains before the runner commits it and starts
+    #: the next, so its last round runs below the limit; with 8 rounds that tail is a small part of each batch,
+    #: where a batch of ``concurrency`` requests (1 round) waits for its slowest request every time.
+    BATCH_ROUNDS: ClassVar[int] = 8
     temperature: ClassVar[float] = 0.0
 
     def __init__(self, name: str, **options: Any) -> None:
@@ -166,6 +290,7 @@ class OpenAICompatModel(Model):
                 )
             key = PLACEHOLDER_KEY
         self.concurrency = _number_option(options, "concurrency", 8, 1)
+        self.batch_size = max(type(self).batch_size, self.BATCH_ROUNDS * self.concurrency)
         self.timeout = _number_option(options, "timeout", 120.0, 0.001)
         self.max_retries = _number_option(options, "max_retries", 5, 0)
         self.backoff_base = _number_option(options, "backoff_base", 1.0, 0.0)
@@ -176,6 +301,8 @@ class OpenAICompatModel(Model):
             self.seed = _number_option(options, "seed", 0, -(2**63))
 
         self._lock = threading.Lock()
+        self.image_cache = ImageURLCache()
+        self._warned_batch = False
         self._server_models: list[str] = []
         self._max_tokens: dict[str, list[int]] = {}
         self._client = self._make_client(key)
@@ -198,6 +325,10 @@ class OpenAICompatModel(Model):
         return f"{type(self).__name__}(name={self.name!r}, base_url={redact_url(self.base_url)!r})"
 
     # --- the contract -------------------------------------------------------------------------------------
+    def release(self) -> None:
+        """Drop the image cache (up to :data:`IMAGE_CACHE_BYTES`) once the runner is done with this model."""
+        self.image_cache.clear()
+
     def _identity(self) -> dict[str, Any]:
         """What is fixed when the model is built and decides its outputs (the fingerprint's input)."""
         return {
@@ -221,6 +352,8 @@ class OpenAICompatModel(Model):
         if len(server_models) > 1:
             described["server_models_seen"] = sorted(server_models)
         described["max_tokens"] = max_tokens
+        # How the PNG is compressed changes bytes, not pixels: recorded, but not part of the fingerprint.
+        described["png_compress_level"] = PNG_COMPRESS_LEVEL
         return described
 
     def fingerprint(self) -> str:
@@ -233,6 +366,17 @@ class OpenAICompatModel(Model):
     def generate(self, requests: Sequence[Request]) -> list[str]:
         if not requests:
             return []
+        if self.batch_size < self.concurrency and not self._warned_batch:
+            self._warned_batch = True
+            log.warning(
+                "%s: batch size %d is below concurrency=%d, so at most %d requests are in flight; "
+                "drop --batch-size (the default is %d for this concurrency) or raise it",
+                self.name,
+                self.batch_size,
+                self.concurrency,
+                self.batch_size,
+                max(type(self).batch_size, self.BATCH_ROUNDS * self.concurrency),
+            )
         with self._lock:
             for r in requests:
                 seen = self._max_tokens.setdefault(r.kind, [])
@@ -269,7 +413,7 @@ class OpenAICompatModel(Model):
                 {
                     "role": "user",
                     "content": [
-                        {"type": "image_url", "image_url": {"url": encode_image(request)}},
+                        {"type": "image_url", "image_url": {"url": self.image_cache.url(request)}},
                         {"type": "text", "text": request.prompt},
                     ],
                 }
@@ -298,9 +442,14 @@ class OpenAICompatModel(Model):
 
     def _attempt(self, payload: dict[str, Any]) -> str:
         """One HTTP call: the completion text. Errors propagate as the client raised them (the retry loop
-        classifies them) or as :class:`~medbench.endpoint.Retryable` for a malformed body."""
-        raw = self._client.chat.completions.with_raw_response.create(**payload)
-        content, served = parse_chat_body(raw.text, self._errors.scrub, allow_blank=True)
+        classifies them) or as :class:`~medbench.endpoint.Retryable` for a malformed body.
+
+        The payload goes through the client's generic ``post`` (its documented way to send a body as is), not
+        ``chat.completions.create``: ``create`` first walks the whole payload through the library's type-driven
+        parameter transform, which changes nothing in this plain-JSON body but costs about a third of the client's
+        CPU per request. Headers, timeouts and the error classes raised are the client's own either way."""
+        text = self._client.post("/chat/completions", body=payload, cast_to=str)
+        content, served = parse_chat_body(text, self._errors.scrub, allow_blank=True)
         if served is not None:
             with self._lock:
                 if served not in self._server_models:
