@@ -13,13 +13,15 @@ the adapter would load, and the processor is the adapter's own (the tiny checkpo
 only the image processor is the real family's), so what is timed is exactly ``HFModel.generate`` — image decode and
 resize, chat template, processor, generation, decoding — as ``medbench run`` calls it.
 
-Requests: ``--samples`` VQA requests over ``--images`` distinct random 512 x 512 PNG images (several questions per
-image, as SLAKE has), prompts of about ``--prompt-tokens`` tokens (lengths varied by +-25 %), exactly
-``--new-tokens`` new tokens each (end of sequence suppressed). Paths (``--paths``):
+Requests: ``--samples`` VQA requests over ``--images`` distinct random 512 x 512 PNG images (default: 6.4 questions
+per image, the mean of the full SLAKE + VQA-RAD + PathVQA test pass: 8,231 questions on 96 + 203 + 991 images;
+SLAKE alone 11.1, VQA-RAD 2.2), interleaved (question i on image i mod images), prompts of about
+``--prompt-tokens`` tokens (lengths varied by +-25 %), exactly ``--new-tokens`` new tokens each (end of sequence
+suppressed). Paths (``--paths``):
 
 * ``naive``: ``fast=false`` — batches in request order, inputs prepared between batches, a fixed batch size;
-* ``fast``: the default adapter path (prompt-length batching, the next batch prepared in the background; the same
-  outputs as naive, checked below on the same inputs);
+* ``fast``: the default adapter path (the questions of an image batched together and its image encoded once per
+  batch, the next batch prepared in the background; the same outputs as naive, checked below on the same inputs);
 * ``valid-tiles`` (Mllama only): ``fast`` plus ``vision_tiles=valid``: the vision encoder on the valid tile of each
   512 px image instead of 4 — faster, but **not** output-preserving (Mllama's padded tiles enter its outputs: see
   ``medbench.models.hf_fast``); its agreement with naive is printed, never assumed.
@@ -336,7 +338,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (seconds): the CI mode")
     parser.add_argument("--batches", type=ints, help="batch sizes (default 32,64,128; --tiny 2,4)")
     parser.add_argument("--samples", type=int, help="requests per measurement (default 512; --tiny 8)")
-    parser.add_argument("--images", type=int, default=0, help="distinct images (default samples / 4)")
+    parser.add_argument("--images", type=int, default=0, help="distinct images (default samples / 6.4)")
     parser.add_argument("--prompt-tokens", type=int, default=64, help="about this many prompt tokens (default 64)")
     parser.add_argument("--new-tokens", type=int, default=16, help="new tokens per request (default 16)")
     parser.add_argument("--families", type=names(FAMILIES), default=list(FAMILIES), help="mllama,qwen2_5_vl")
@@ -345,7 +347,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.batches = args.batches or ([2, 4] if args.tiny else [32, 64, 128])
     args.samples = args.samples or (8 if args.tiny else 512)
-    args.images = args.images or max(1, args.samples // 4)
+    args.images = args.images or max(1, round(args.samples / 6.4))
     if args.samples < 1 or args.new_tokens < 1 or args.prompt_tokens < 1:
         raise UsageError("--samples, --new-tokens and --prompt-tokens must be >= 1")
     if "naive" not in args.paths:

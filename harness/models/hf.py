@@ -207,6 +207,8 @@ class HFModel(Model):
             model = self._attach_adapter(model)
         model.eval()
         model.generation_config = self.generation
+        if self._opts.fast:
+            hf_fast.share_images(model, self.model_type)
         if self._opts.vision_tiles == "valid":
             hf_fast.install(model, self.model_type)
         if self._device.startswith("cuda"):

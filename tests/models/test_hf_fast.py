@@ -260,3 +260,56 @@ def test_a_multi_model_run_frees_each_model_before_the_next_loads(
     args = ["run", "--demo", "--models", models, "--tasks", "vqa_rad", "--limit", "2", "--no-cache"]
     assert main([*args, "--output", str(tmp_path / "run")]) == 0
     assert alive_at_load == [[], [False]]  # the first model's weights were collected before the second loaded
+
+
+def shared_image_requests(folder: Path, per_image: int = 3) -> list[Request]:
+    """Two different random images (written to ``folder``), each asked ``per_image`` differently worded questions,
+    as SLAKE asks several per image. (The demo set's images are copies of one picture.)"""
+    import numpy as np
+
+    from medbench.schema import ImageRef
+
+    rng = np.random.default_rng(0)
+    out = []
+    template = requests([None], tasks=("vqa_rad",))[0]
+    for i in range(2):
+        path = folder / f"image{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+        for k, wording in enumerate(("", " Answer briefly.", " Look closely.", " One word.")[:per_image]):
+            prompt = template.prompt + wording
+            out.append(Request(f"i{i}-q{k}", "vqa_rad", "vqa", prompt, prompt, ImageRef("file", str(path)), None, 6))
+    return out
+
+
+def encoded_rows(model: Any) -> list[int]:
+    """Hook the vision encoder's patch embedding (inside the once-per-image wrapper): rows it really computes."""
+    seen: list[int] = []
+    convs = [m for n, m in model.model.named_modules() if n.endswith("patch_embedding") and "vision" in n]
+    convs[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("family", ["mllama", "gemma3", "llava"])
+def test_an_image_shared_by_several_questions_is_encoded_once_with_the_same_outputs(
+    families: dict[str, tuple[Path, Path]], family: str, tmp_path: Path
+) -> None:
+    reqs = shared_image_requests(tmp_path)  # 2 images x 3 questions, mixed order below
+    reqs = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    path = families[family][0]
+    naive, fast = create(path, fast="false", batch_size="6"), create(path, batch_size="6")
+    naive_rows, fast_rows = encoded_rows(naive), encoded_rows(fast)
+    assert generated(fast, reqs)[0] == generated(naive, reqs)[0]
+    assert sum(fast_rows) * 3 == sum(naive_rows) > 0  # 2 images' rows encoded instead of 6 questions' rows
+
+
+def test_qwen_keeps_its_own_vision_batching(families: dict[str, tuple[Path, Path]]) -> None:
+    model = create(families["qwen2_5_vl"][0])
+    assert hf_fast.share_images(model.model, "qwen2_5_vl") is False  # one flat patch sequence: nothing to share
+
+
+def test_batching_order_groups_the_questions_of_an_image(tmp_path: Path) -> None:
+    reqs = shared_image_requests(tmp_path)
+    mixed = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    order = hf_fast.batching_order(mixed)
+    images = [mixed[i].image for i in order]
+    assert images[:3] == [mixed[0].image] * 3 and images[3:] == [mixed[1].image] * 3
