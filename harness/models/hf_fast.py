@@ -3,8 +3,8 @@
 What ``fast`` (the default) changes, checked for the same greedy outputs as ``fast=false`` on every family in
 ``tests/models/test_hf_fast.py``:
 
-* **An image shared by several questions is encoded once per batch** (:func:`share_images`): SLAKE asks ~11
-  questions per image, PathVQA ~7, VQA-RAD ~2, and the vision encoder is most of the compute (the 11B Mllama:
+* **An image shared by several questions is encoded once per batch** (:func:`share_images`, every family): SLAKE
+  asks ~11 questions per image, PathVQA ~7, VQA-RAD ~2, and the vision encoder is most of the compute (the 11B Mllama:
   ~11 TFLOP for an image's 4 tiles against ~1.3 for a 64-token prompt). The encoder's input rows that are equal
   (same pixels, same tile layout) are computed once and its outputs copied to every question of the image.
 * **Batches of similar requests**: :func:`batching_order` puts a chunk's questions on the same image next to each
@@ -166,8 +166,16 @@ VISION_ENCODERS = {
 
 
 def share_images(model: Any, model_type: str) -> bool:
-    """Make ``model``'s vision encoder compute each distinct input row of a batch once (:func:`_distinct_rows`);
-    whether it applies (Qwen2.5-VL's encoder takes one flat sequence of every image's patches: not changed)."""
+    """Make ``model``'s vision encoder compute each distinct image of a batch once (:func:`_distinct`); whether
+    there was an encoder to change."""
+    if model_type in QWEN_FAMILIES:
+        holders = [m for m in model.modules() if type(m).__name__ in QWEN_FAMILIES[model_type]]
+        if len(holders) != 1:
+            raise UsageError(
+                f"expected one {QWEN_FAMILIES[model_type]} in the {model_type} model, found {len(holders)}"
+            )
+        holders[0].get_image_features = _qwen_once_per_image(holders[0].get_image_features)
+        return True
     known = VISION_ENCODERS.get(model_type)
     if known is None:
         return False
@@ -177,6 +185,32 @@ def share_images(model: Any, model_type: str) -> bool:
         raise UsageError(f"expected one {name} in the {model_type} model, found {len(encoders)}")
     encoders[0].forward = _once_per_image(encoders[0].forward, aligned)
     return True
+
+
+#: Qwen's families: the module whose ``get_image_features(pixel_values, image_grid_thw)`` encodes a batch's images
+#: (one flat sequence of every image's patches, ``image_grid_thw`` rows saying how many are whose).
+QWEN_FAMILIES = {"qwen2_5_vl": "Qwen2_5_VLModel", "qwen2_vl": "Qwen2VLModel"}
+
+
+def _qwen_once_per_image(get: Any) -> Any:
+    """``get_image_features`` run on the distinct images of the flat patch sequence; its per-image
+    ``pooler_output`` (what the model scatters into the image placeholders) spread back to every image."""
+    import torch
+
+    def once(pixel_values: Any, image_grid_thw: Any = None, **kwargs: Any) -> Any:
+        if image_grid_thw is None or image_grid_thw.shape[0] < 2:
+            return get(pixel_values, image_grid_thw, **kwargs)
+        chunks = torch.split(pixel_values, image_grid_thw.prod(-1).tolist())
+        keep, spread = _distinct([(chunk, grid) for chunk, grid in zip(chunks, image_grid_thw, strict=True)])
+        if len(keep) == len(chunks):
+            return get(pixel_values, image_grid_thw, **kwargs)
+        index = torch.tensor(keep, device=image_grid_thw.device)
+        out = get(torch.cat([chunks[i] for i in keep]), image_grid_thw.index_select(0, index), **kwargs)
+        # only pooler_output is read by the model (last_hidden_state stays the distinct images')
+        out.pooler_output = tuple(out.pooler_output[j] for j in spread)
+        return out
+
+    return once
 
 
 def _once_per_image(forward: Any, aligned: tuple[str, ...]) -> Any:
@@ -189,7 +223,7 @@ def _once_per_image(forward: Any, aligned: tuple[str, ...]) -> Any:
         if pixels is None or pixels.shape[0] < 2:
             return forward(*args, **kwargs)
         rows = [pixels, *(kwargs[k] for k in aligned if kwargs.get(k) is not None)]
-        keep, spread = _distinct_rows(rows)
+        keep, spread = _distinct(list(zip(*rows, strict=True)))
         if len(keep) == pixels.shape[0]:
             return forward(*args, **kwargs)
         index = torch.tensor(keep, device=pixels.device)
@@ -205,27 +239,30 @@ def _once_per_image(forward: Any, aligned: tuple[str, ...]) -> Any:
     return once
 
 
-def _distinct_rows(tensors: Sequence[Any]) -> tuple[list[int], list[int]]:
-    """``(the first row of each distinct value, for every row the position of its value in that list)``: rows are
-    equal when every tensor's row is bitwise equal (a cheap fingerprint first, then ``torch.equal``)."""
+def _distinct(items: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
+    """``(the first index of each distinct item, for every item the position of its value in that list)``; an item
+    is a tuple of tensors, and two are equal when every tensor has the same shape and bitwise the same values (a
+    cheap fingerprint first, then ``torch.equal``)."""
     import torch
 
-    flat = [t.reshape(t.shape[0], -1) for t in tensors]
-    weights = [torch.linspace(0.5, 1.5, f.shape[1], device=f.device, dtype=torch.float64) for f in flat]
-    prints = sum((f.double() * w).sum(dim=1) for f, w in zip(flat, weights, strict=True)).tolist()
+    def fingerprint(item: tuple[Any, ...]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for t in item:
+            flat = t.reshape(-1).double()
+            weights = torch.linspace(0.5, 1.5, flat.numel(), device=flat.device, dtype=torch.float64)
+            out += [tuple(t.shape), float((flat * weights).sum())]
+        return tuple(out)
+
+    prints = [fingerprint(item) for item in items]
     keep: list[int] = []
     spread: list[int] = []
-    for row, value in enumerate(prints):
+    for i, item in enumerate(items):
+        same = (j for j, first in enumerate(keep) if prints[first] == prints[i])
         match = next(
-            (
-                j
-                for j, first in enumerate(keep)
-                if prints[first] == value and all(torch.equal(f[row], f[first]) for f in flat)
-            ),
-            None,
+            (j for j in same if all(torch.equal(a, b) for a, b in zip(item, items[keep[j]], strict=True))), None
         )
         if match is None:
-            keep.append(row)
+            keep.append(i)
             match = len(keep) - 1
         spread.append(match)
     return keep, spread

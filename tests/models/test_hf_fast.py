@@ -302,9 +302,20 @@ def test_an_image_shared_by_several_questions_is_encoded_once_with_the_same_outp
     assert sum(fast_rows) * 3 == sum(naive_rows) > 0  # 2 images' rows encoded instead of 6 questions' rows
 
 
-def test_qwen_keeps_its_own_vision_batching(families: dict[str, tuple[Path, Path]]) -> None:
-    model = create(families["qwen2_5_vl"][0])
-    assert hf_fast.share_images(model.model, "qwen2_5_vl") is False  # one flat patch sequence: nothing to share
+def test_qwen_encodes_an_image_shared_by_several_questions_once(
+    families: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    reqs = shared_image_requests(tmp_path)
+    reqs = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    path = families["qwen2_5_vl"][0]
+    naive, fast = create(path, fast="false", batch_size="6"), create(path, batch_size="6")
+    patches: dict[str, list[int]] = {"naive": [], "fast": []}
+    for key, model in (("naive", naive), ("fast", fast)):
+        model.load()
+        (embed,) = [m for n, m in model.model.named_modules() if n.endswith("visual.patch_embed")]
+        embed.register_forward_pre_hook(lambda _m, args, key=key: patches[key].append(args[0].shape[0]))
+    assert generated(fast, reqs)[0] == generated(naive, reqs)[0]
+    assert sum(patches["fast"]) * 3 == sum(patches["naive"]) > 0  # 2 images' patches instead of 6
 
 
 def test_batching_order_groups_the_questions_of_an_image(tmp_path: Path) -> None:
