@@ -152,7 +152,8 @@ def qwen_7b_config(tiny: Any) -> Any:
 
 
 def build_full(family: str, folder: Path, device: Any) -> tuple[Any, Any]:
-    """``(model, image processor)`` of the full-size ``family`` with random bf16 weights made on ``device``."""
+    """``(model, image processor)`` of the full-size ``family`` (a model_type) with random bf16 weights made on
+    ``device`` (the same weights on every call: seeded)."""
     import torch
     import transformers
 
@@ -167,22 +168,21 @@ def build_full(family: str, folder: Path, device: Any) -> tuple[Any, Any]:
     return model, type(processor)()  # the family's image processor at its default pixel limits
 
 
-def make_adapter(folder: Path, path: str, batch: int, device: str, full: tuple[Any, Any] | None) -> Any:
-    """The ``hf:`` adapter for ``path``, with the full-size model and image processor swapped in when given."""
+def make_adapter(folder: Path, path: str, batch: int, device: str, full: bool) -> Any:
+    """The ``hf:`` adapter for ``path``; with ``full``, a freshly built full-size model (the fast path changes its
+    modules, so no two paths share one) and the family's image processor swapped in."""
     from medbench import registry
+    from medbench.models import hf_runtime
 
     options: dict[str, Any] = {"device": device, "batch_size": str(batch), "fast": str(path != "naive").lower()}
     if path == "valid-tiles":
         options["vision_tiles"] = "valid"
     adapter = registry.create_model(f"hf:{folder}", **options)
-    if full is not None:
-        model, image_processor = full
+    if full:
+        hf_runtime.release_memory()  # the previous configuration's model, dropped by the caller
+        model, image_processor = build_full(adapter.model_type, folder, device)
         adapter.processor.image_processor = image_processor
-        adapter._model = model  # what the adapter would have loaded (weights are random either way)
-        if path == "valid-tiles":
-            from medbench.models import hf_fast
-
-            hf_fast.install(model, "mllama")  # idempotent: the patched forward reads the tiles it is given
+        adapter._model = adapter.prepare(model)  # as the adapter prepares what it loads itself
     else:
         adapter.load()
     adapter.generation.eos_token_id = None  # exactly --new-tokens each: every path decodes the same length
@@ -233,12 +233,10 @@ def measure(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> tuple[
 
 def run_family(family: str, folder: Path, args: argparse.Namespace, requests: list[Any], cuda: bool) -> list[Row]:
     """Every path of ``family`` at every batch size."""
-    import torch
 
     from medbench.models import hf_runtime
 
     device = "cuda" if cuda else "cpu"
-    full = None if args.tiny else build_full(family, folder, torch.device("cuda"))
     rows: list[Row] = []
     naive_outputs: dict[int, list[str]] = {}
     for path in args.paths:
@@ -247,15 +245,20 @@ def run_family(family: str, folder: Path, args: argparse.Namespace, requests: li
         for batch in args.batches:
             row = Row(family, path, batch)
             rows.append(row)
+            adapter = None
             try:
-                adapter = make_adapter(folder, path, batch, device, full)
+                adapter = make_adapter(folder, path, batch, device, full=not args.tiny)
                 outputs, seconds, peak = measure(adapter, requests, batch, cuda)
             except Exception as exc:
                 if not hf_runtime.is_oom(exc):
                     raise
                 row.oom = True
+                del adapter
                 hf_runtime.release_memory()
                 break  # larger batches of this path would too
+            finally:
+                if adapter is not None:
+                    adapter.release()
             row.seconds = round(seconds, 3)
             row.samples_per_s = round(len(requests) / seconds, 2)
             row.new_tokens_per_s = round(len(requests) * args.new_tokens / seconds, 1)

@@ -205,6 +205,11 @@ class HFModel(Model):
             ) from exc
         if self.adapter_dir is not None:
             model = self._attach_adapter(model)
+        return self.prepare(model)
+
+    def prepare(self, model: Any) -> Any:
+        """Make a loaded ``model`` (with its adapter) ready to generate the way this adapter's options say: eval
+        mode, greedy decoding, the fast path's changes. (A benchmark that builds its model itself calls it too.)"""
         model.eval()
         model.generation_config = self.generation
         if self._opts.fast:

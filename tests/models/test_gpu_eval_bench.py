@@ -69,3 +69,31 @@ def test_bad_flags_and_a_full_run_without_a_gpu_are_refused(
     if not torch.cuda.is_available():
         assert bench.main(["--samples", "2"]) == 2
         assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_the_full_size_swap_in_runs_the_adapter_on_a_model_it_did_not_load(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The GPU run builds the model itself and hands it to the adapter: here the same machinery with train_step's
+    # tiny Mllama shape (56 px tiles, 4 tiles) on the CPU, so that a GPU session does not find its bugs first.
+    from medbench.testing import build_tiny_model
+
+    shape = bench.ts.model_shape(tiny=True)
+    built: list[object] = []
+
+    def build_small(family: str, folder: Path, device: object) -> tuple[object, object]:
+        model = bench.ts.build_model(shape, torch.device("cpu")).float()
+        built.append(model)
+        return model, bench.ts.image_processor(shape)
+
+    monkeypatch.setattr(bench, "build_full", build_small)
+    folder = build_tiny_model("mllama-4tiles", tmp_path / "mllama")
+    reqs = bench.make_requests(tmp_path, 4, 2, 51, 16, 3)  # 51 px: one valid tile of four 56 px tiles
+    outputs = {}
+    for path in ("naive", "fast", "valid-tiles"):
+        adapter = bench.make_adapter(folder, path, 2, "cpu", full=True)
+        assert adapter.model is built[-1] and adapter.processor.image_processor.size["height"] == 56
+        outputs[path], _, _ = bench.measure(adapter, reqs, 2, cuda=False)
+        adapter.release()
+    assert len(built) == 3  # a fresh model per path: the fast path's changes never leak into the naive one
+    assert outputs["fast"] == outputs["naive"] and all(len(o) == 4 for o in outputs.values())
