@@ -34,7 +34,9 @@ and the larger batches of that path are skipped. Printed at the end: the time a 
 one H100/H200).
 
 ``--tiny`` runs the same comparison on tiny models of both families on the CPU (Mllama with the real 4-tile
-layout) in seconds: what CI runs (``tests/models/test_gpu_eval_bench.py``).
+layout) in seconds: what CI runs (``tests/models/test_gpu_eval_bench.py``). Under ``torchrun`` every process
+measures its share of the requests on its own GPU and rank 0 reports the merged outputs and the slowest rank's
+time (``benchmarks/gpu_eval_scaling.py`` compares N processes with one).
 
 Run: python benchmarks/gpu_eval_throughput.py [--tiny] [--batches 32,64,128] [--samples 512] [--json FILE]
 The checkout needs no install (medbench is loaded from its folders, as train_step.py does).
@@ -110,6 +112,7 @@ class Row:
     peak_allocated_gib: float | None = None
     agreement_with_naive: float | None = None  # share of outputs equal to naive's at this batch size
     oom: bool = False
+    outputs: list[str] | None = None  # in request order (the JSON keeps them: gpu_eval_scaling.py compares them)
 
 
 # -- models ---------------------------------------------------------------------------------------------------------
@@ -190,9 +193,12 @@ def make_adapter(folder: Path, path: str, batch: int, device: str, full: bool) -
 
 
 # -- requests -------------------------------------------------------------------------------------------------------
-def make_requests(root: Path, samples: int, images: int, size: int, prompt_tokens: int, new_tokens: int) -> list[Any]:
-    """``samples`` VQA requests over ``images`` random PNG images of ``size`` px (seeded), prompts of about
-    ``prompt_tokens`` tokens (+-25 %)."""
+def make_requests(
+    root: Path, samples: int, images: int, size: int, prompt_tokens: int, new_tokens: int, write: bool = True
+) -> list[Any]:
+    """``samples`` VQA requests over ``images`` random PNG images of ``size`` px (seeded; written to ``root`` when
+    ``write``: one rank writes, every rank gets the same requests), prompts of about ``prompt_tokens`` tokens
+    (+-25 %)."""
     import numpy as np
     from PIL import Image
 
@@ -203,7 +209,9 @@ def make_requests(root: Path, samples: int, images: int, size: int, prompt_token
     refs = []
     for i in range(images):
         path = root / f"image{i:04d}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        if write:
+            Image.fromarray(pixels).save(path)
         refs.append(ImageRef("file", str(path)))
     out = []
     for i in range(samples):
@@ -231,6 +239,24 @@ def measure(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> tuple[
     return outputs, seconds, peak
 
 
+def measure_sharded(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> tuple[list[str], float, Any]:
+    """:func:`measure` on this process's share of ``requests`` under ``torchrun`` (requests ``rank, rank + N,
+    ...``, as ``medbench run`` shards), merged: every output in request order, the slowest rank's seconds, the
+    largest peak. One process: :func:`measure` itself."""
+    from medbench.distributed import world
+
+    w = world()
+    if w.size == 1:
+        return measure(adapter, requests, batch, cuda)
+    w.barrier()  # every rank starts timing together (model builds take different times)
+    parts = w.gather(measure(adapter, w.shard(requests), batch, cuda))
+    outputs = [""] * len(requests)
+    for rank, (texts, _, _) in enumerate(parts):
+        outputs[rank :: w.size] = texts
+    peaks = [p for _, _, p in parts if p is not None]
+    return outputs, max(sec for _, sec, _ in parts), max(peaks) if peaks else None
+
+
 def run_family(family: str, folder: Path, args: argparse.Namespace, requests: list[Any], cuda: bool) -> list[Row]:
     """Every path of ``family`` at every batch size."""
 
@@ -248,7 +274,7 @@ def run_family(family: str, folder: Path, args: argparse.Namespace, requests: li
             adapter = None
             try:
                 adapter = make_adapter(folder, path, batch, device, full=not args.tiny)
-                outputs, seconds, peak = measure(adapter, requests, batch, cuda)
+                outputs, seconds, peak = measure_sharded(adapter, requests, batch, cuda)
             except Exception as exc:
                 if not hf_runtime.is_oom(exc):
                     raise
@@ -263,6 +289,7 @@ def run_family(family: str, folder: Path, args: argparse.Namespace, requests: li
             row.samples_per_s = round(len(requests) / seconds, 2)
             row.new_tokens_per_s = round(len(requests) * args.new_tokens / seconds, 1)
             row.peak_allocated_gib = peak
+            row.outputs = outputs
             if path == "naive":
                 naive_outputs[batch] = outputs
             if batch in naive_outputs:
@@ -272,6 +299,12 @@ def run_family(family: str, folder: Path, args: argparse.Namespace, requests: li
 
 
 # -- output ---------------------------------------------------------------------------------------------------------
+def is_main() -> bool:
+    from medbench.distributed import world
+
+    return world().is_main
+
+
 def best(rows: Sequence[Row], family: str, path: str) -> Row | None:
     done = [r for r in rows if r.family == family and r.path == path and r.samples_per_s]
     return max(done, key=lambda r: r.samples_per_s or 0.0, default=None)
@@ -361,30 +394,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from medbench.distributed import world
     from medbench.testing import build_tiny_model
 
+    w = world()  # under torchrun: the process group, and this rank's GPU as the current device, before any model
     dev = ts.Device(torch)
     if not dev.cuda and not args.tiny:
         raise UsageError("the full-size run needs a CUDA GPU (the 11B model's bf16 weights are 19.9 GiB); use --tiny")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="medbench-eval-bench-") as tmp:
-        root = Path(tmp)
+        # one folder for every rank (rank 0's): transformers saves checkpoints from the main process only
+        root = Path(w.gather(tmp)[0])
         for family in args.families:
-            folder = build_tiny_model("mllama-4tiles" if family == "mllama" else family, root / family)
+            folder, images = root / family, root / f"{family}-images"
             size = 512 if not args.tiny else (26 if family == "mllama" else 56)  # 26 px: 1 valid tile of 4, as 512
-            images = root / f"{family}-images"
-            images.mkdir()
-            reqs = make_requests(images, args.samples, args.images, size, args.prompt_tokens, args.new_tokens)
+            if w.is_main:
+                build_tiny_model("mllama-4tiles" if family == "mllama" else family, folder)
+                images.mkdir()
+            w.barrier()
+            reqs = make_requests(
+                images, args.samples, args.images, size, args.prompt_tokens, args.new_tokens, w.is_main
+            )
+            w.barrier()
             rows += run_family(family, folder, args, reqs, dev.cuda)
-            print(format_table([r for r in rows if r.family == family]), flush=True)
+            if w.is_main:
+                print(format_table([r for r in rows if r.family == family]), flush=True)
+        w.barrier()  # rank 0 removes the folder once every rank is done with it
     record = {
         "device": dev.name,
+        "processes": world().size,
         "date": time.strftime("%Y-%m-%d"),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": ts.environment(dev),
         "rows": [asdict(r) for r in rows],
         "summary": summary(rows, args.tiny),
     }
+    if not is_main():  # the other ranks of a torchrun job measured their shares; rank 0 reports
+        return record
     print(f"\n{dev.name}\n{format_table(rows)}\n" + "\n".join(record["summary"]))
     if args.json:
         args.json.write_text(json.dumps(record, indent=2))

@@ -97,3 +97,21 @@ def test_the_full_size_swap_in_runs_the_adapter_on_a_model_it_did_not_load(
         adapter.release()
     assert len(built) == 3  # a fresh model per path: the fast path's changes never leak into the naive one
     assert outputs["fast"] == outputs["naive"] and all(len(o) == 4 for o in outputs.values())
+
+
+def test_two_processes_give_the_outputs_of_one(tmp_path: Path) -> None:
+    # benchmarks/gpu_eval_scaling.py --tiny: torchrun with 1 and 2 CPU processes (gloo), each rank its share of the
+    # requests as medbench run shards them; the merged outputs must be one process's, request for request.
+    if not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.skip("torchrun not installed")
+    spec = importlib.util.spec_from_file_location("gpu_eval_scaling", BENCH.parent / "gpu_eval_scaling.py")
+    assert spec is not None and spec.loader is not None
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    out = tmp_path / "scaling.json"
+    assert scaling.main(["--tiny", "--gpus", "1,2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["comparison"]
+    assert {(r["processes"], r["path"]) for r in rows} == {(n, p) for n in (1, 2) for p in ("naive", "fast")}
+    assert all(not r["oom"] and r["same_outputs_as_first"] == 1.0 and r["samples_per_s"] > 0 for r in rows)
+    records = json.loads(out.read_text())["records"]
+    assert records["2"]["processes"] == 2 and records["1"]["processes"] == 1
