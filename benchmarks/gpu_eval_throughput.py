@@ -27,11 +27,12 @@ suppressed). Paths (``--paths``):
   ``medbench.models.hf_fast``); its agreement with naive is printed, never assumed.
 
 Per (model, path, batch): samples/s and new tokens/s over the whole ``generate`` call (after one warm-up batch),
-peak GPU memory allocated, the speed-up over the naive path's best batch, and the share of requests whose greedy
-output equals the naive path's at the same batch size. A configuration that runs out of memory is recorded as OOM
-and the larger batches of that path are skipped. Printed at the end: the time a full SLAKE + VQA-RAD + PathVQA pass
-(8,231 questions) would take at the best rate, and the issue's targets (Mllama >= 100 samples/s and >= 10x naive on
-one H100/H200).
+peak GPU memory allocated, the speed-up over the naive path's best batch, the share of requests whose greedy
+output equals the naive path's at the same batch size, and (at the first batch size) the largest difference of
+the first batch's prefill next-token logits from the naive path's (bf16 on a GPU). A configuration that runs out
+of memory is recorded as OOM and the larger batches of that path are skipped. Printed at the end: the time a full
+SLAKE + VQA-RAD + PathVQA pass (8,231 questions) would take at the best rate, and the issue's targets (Mllama
+>= 100 samples/s and >= 10x naive on one H100/H200).
 
 ``--tiny`` runs the same comparison on tiny models of both families on the CPU (Mllama with the real 4-tile
 layout) in seconds: what CI runs (``tests/models/test_gpu_eval_bench.py``). Under ``torchrun`` every process
@@ -111,6 +112,7 @@ class Row:
     seconds: float | None = None
     peak_allocated_gib: float | None = None
     agreement_with_naive: float | None = None  # share of outputs equal to naive's at this batch size
+    logits_max_diff: float | None = None  # prefill next-token logits of the first batch against naive's (max |d|)
     oom: bool = False
     outputs: list[str] | None = None  # in request order (the JSON keeps them: gpu_eval_scaling.py compares them)
 
@@ -239,6 +241,16 @@ def measure(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> tuple[
     return outputs, seconds, peak
 
 
+def first_logits(adapter: Any, requests: list[Any], batch: int) -> Any:
+    """The prefill's next-token logits (float32, on the CPU) of the first ``batch`` requests, on the inputs the
+    adapter builds (the same for every path but valid-tiles, which cuts the padded tiles)."""
+    import torch
+
+    inputs = adapter._inputs(requests[:batch]).to(adapter._device, dtype=adapter._dtype)
+    with torch.inference_mode():
+        return adapter.model(**inputs).logits[:, -1].float().cpu()
+
+
 def measure_sharded(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> tuple[list[str], float, Any]:
     """:func:`measure` on this process's share of ``requests`` under ``torchrun`` (requests ``rank, rank + N,
     ...``, as ``medbench run`` shards), merged: every output in request order, the slowest rank's seconds, the
@@ -265,31 +277,38 @@ def run_family(family: str, folder: Path, args: argparse.Namespace, requests: li
     device = "cuda" if cuda else "cpu"
     rows: list[Row] = []
     naive_outputs: dict[int, list[str]] = {}
+    naive_logits: Any = None
     for path in args.paths:
         if path == "valid-tiles" and family != "mllama":
             continue
         for batch in args.batches:
             row = Row(family, path, batch)
             rows.append(row)
-            adapter = None
+            adapter, logits = None, None
             try:
                 adapter = make_adapter(folder, path, batch, device, full=not args.tiny)
                 outputs, seconds, peak = measure_sharded(adapter, requests, batch, cuda)
+                if batch == args.batches[0]:
+                    logits = first_logits(adapter, requests, batch)
             except Exception as exc:
                 if not hf_runtime.is_oom(exc):
                     raise
                 row.oom = True
-                del adapter
-                hf_runtime.release_memory()
-                break  # larger batches of this path would too
+                break  # larger batches of this path would too (the model is freed below)
             finally:
                 if adapter is not None:
                     adapter.release()
+                adapter = None
+                hf_runtime.release_memory()
             row.seconds = round(seconds, 3)
             row.samples_per_s = round(len(requests) / seconds, 2)
             row.new_tokens_per_s = round(len(requests) * args.new_tokens / seconds, 1)
             row.peak_allocated_gib = peak
             row.outputs = outputs
+            if logits is not None and path == "naive":
+                naive_logits = logits
+            elif logits is not None and naive_logits is not None:
+                row.logits_max_diff = round(float((logits - naive_logits).abs().max()), 5)
             if path == "naive":
                 naive_outputs[batch] = outputs
             if batch in naive_outputs:
@@ -312,7 +331,7 @@ def best(rows: Sequence[Row], family: str, path: str) -> Row | None:
 
 def format_table(rows: Sequence[Row]) -> str:
     header = f"{'model':<11} {'path':<12} {'batch':>5} {'samples/s':>10} {'new tok/s':>10} {'peak GiB':>9} "
-    header += f"{'x naive':>8} {'= naive':>8}"
+    header += f"{'x naive':>8} {'= naive':>8} {'logit d':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         base = best(rows, r.family, "naive")
@@ -322,9 +341,10 @@ def format_table(rows: Sequence[Row]) -> str:
         speedup = f"{(r.samples_per_s or 0) / base.samples_per_s:.2f}" if base and base.samples_per_s else "-"
         agree = f"{100 * r.agreement_with_naive:.1f}%" if r.agreement_with_naive is not None else "-"
         peak = f"{r.peak_allocated_gib:.1f}" if r.peak_allocated_gib is not None else "-"
+        diff = f"{r.logits_max_diff:.3g}" if r.logits_max_diff is not None else "-"
         lines.append(
             f"{r.family:<11} {r.path:<12} {r.batch:>5} {r.samples_per_s:>10.2f} {r.new_tokens_per_s:>10.1f} "
-            f"{peak:>9} {speedup:>8} {agree:>8}"
+            f"{peak:>9} {speedup:>8} {agree:>8} {diff:>8}"
         )
     return "\n".join(lines)
 

@@ -44,6 +44,8 @@ def test_tiny_run_measures_every_path_and_fast_equals_naive(
         assert row["agreement_with_naive"] is not None, key
         if key[1] == "fast":
             assert row["agreement_with_naive"] == 1.0, key  # the fast path gives the naive path's outputs
+            if key[2] == 2:  # and, on the CPU in fp32, the naive path's logits
+                assert row["logits_max_diff"] is not None and row["logits_max_diff"] <= 1e-4, key
     assert any("8,231 questions in" in line for line in record["summary"])
     printed = capsys.readouterr().out
     assert "samples/s" in printed and "valid-tiles" in printed
