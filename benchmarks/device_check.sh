@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The prepared device run for a lent GPU session (one H100/H200, ~15 minutes in all, no network there): the two
+# GPU benchmarks that wait for a card, each bounded so that both fit one 10-minute command.
+#   here:   pip download --no-deps bitsandbytes -d .whl      (the device has no bitsandbytes and no network)
+#   device: run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=600)
+# Results land in $OUT (gpu_eval.json/.log, train_step.json/.log); record card, date and numbers in RESULTS.md.
+set -u
+OUT="${OUT:-/tmp/medbench-device}"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
+if ls .whl/bitsandbytes-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/bitsandbytes-*.whl && export PYTHONPATH=/tmp/site
+fi
+# evaluation: the 11B Mllama, naive vs fast vs valid-tiles (issue 14); about 4 minutes at the probe's rates
+timeout 290 python3 benchmarks/gpu_eval_throughput.py --families mllama --batches 32,64,128 --samples 384 \
+    --json "$OUT/gpu_eval.json" 2>&1 | grep -v "Loading weights" | tee "$OUT/gpu_eval.log"
+# training: LoRA and QLoRA steps at batch 1/4/8 (issue 13); about 4 minutes
+timeout 290 python3 benchmarks/train_step.py --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.log"
