@@ -1,11 +1,13 @@
-"""Getting one model's outputs for one task: cache lookup, length-sorted batches, a commit per batch.
+"""Getting one model's outputs for one task: cache lookup, batches in the model's order, a commit per batch.
 
-Requests already in the cache are not sent to the model. The rest are sorted by prompt length (so batches pad
-little) and generated batch by batch; each batch's outputs are committed to the cache before the next batch
-starts. The caller gets every output back keyed by sample id, in any order, plus how many were generated and how
-many came from the cache. A request whose image cannot be read or decoded at generation time (possible with
-``--no-verify-images``) is retried alone; if it fails alone it is returned in ``failed`` with the reason — a
-skipped sample, counted, never a crashed run and never an empty prediction.
+Requests already in the cache are not sent to the model. The rest are put in the model's batching order
+(:meth:`~medbench.models.base.Model.order`: by prompt length, so batches pad little; the ``hf:`` fast path keeps
+an image's questions together, so that its image is encoded once) and generated batch by batch; each batch's
+outputs are committed to the cache before the next batch starts. The caller gets every output back keyed by sample
+id, in any order, plus how many were generated and how many came from the cache. A request whose image cannot be
+read or decoded at generation time (possible with ``--no-verify-images``) is retried alone; if it fails alone it
+is returned in ``failed`` with the reason — a skipped sample, counted, never a crashed run and never an empty
+prediction.
 """
 
 from __future__ import annotations
@@ -96,25 +98,27 @@ def generate_all(
     keys: Sequence[str],
     cache: PredictionCache,
     *,
-    batch_size: int,
+    batch_size: int | None,
     advance: Callable[[int], Any],
 ) -> Generated:
-    """Outputs for ``requests``: cached ones looked up, the others generated in length-sorted batches."""
+    """Outputs for ``requests``: cached ones looked up, the others generated in batches of ``batch_size`` (None:
+    the model's own ``batch_size``, read before each batch, so an adapter that sizes batches from the memory it
+    measured grows them) in the model's order."""
     found = cache.get_many(list(keys))
     outputs = {r.sample_id: found[k] for r, k in zip(requests, keys, strict=True) if k in found}
     advance(len(outputs))
-    todo = sorted(
-        ((r, k) for r, k in zip(requests, keys, strict=True) if k not in found),
-        key=lambda pair: len(pair[0].prompt),
-    )
+    pending = [(r, k) for r, k in zip(requests, keys, strict=True) if k not in found]
+    todo = [pending[i] for i in model.order([r for r, _ in pending])]
     fingerprint = model.fingerprint()
     failed: dict[str, str] = {}
     model_seconds = 0.0
     tokens_before = model.new_tokens
     if todo:
         model.load()  # weights load here, outside the generation timing (and not at all when all is cached)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    start = 0
+    while start < len(todo):
+        batch = todo[start : start + max(1, batch_size or model.batch_size)]
+        start += len(batch)
         started = time.perf_counter()
         texts, batch_failed = _generate_batch(model, [r for r, _ in batch])
         model_seconds += time.perf_counter() - started

@@ -147,7 +147,7 @@ def run_model_on_task(
             [r for r, _ in mine],
             [k for _, k in mine],
             store,
-            batch_size=config.batch_size or model.batch_size,
+            batch_size=config.batch_size,  # None: the model's, as it adapts it
             advance=advance,
         )
     parts = job.gather(

@@ -43,6 +43,11 @@ class Model(ABC):
     def generate(self, requests: Sequence[Request]) -> list[str]:
         """Raw outputs for ``requests``, one string each, in order."""
 
+    def order(self, requests: Sequence[Request]) -> list[int]:
+        """The indices of ``requests`` in the order to batch them: by prompt length (batches pad little), stable.
+        Adapters that batch better otherwise (the ``hf:`` fast path: an image's questions together) override it."""
+        return sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
+
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load heavy state (weights) now rather than in the first :meth:`generate`; no-op by default."""
 

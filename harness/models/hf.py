@@ -290,6 +290,11 @@ class HFModel(Model):
                 outputs[i] = text
         return outputs
 
+    def order(self, requests: Sequence[Request]) -> list[int]:
+        """The fast path's batching order (an image's questions together, :func:`hf_fast.batching_order`), or the
+        default by prompt length for ``fast=false``."""
+        return hf_fast.batching_order(requests) if self._opts.fast else super().order(requests)
+
     def _inputs(self, requests: Sequence[Request]) -> Any:
         """The processor's batch for ``requests`` (images opened and resized, chat template, tokens), on the CPU."""
         images = [r.image.open(r.image_size) for r in requests]

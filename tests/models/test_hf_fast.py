@@ -324,3 +324,17 @@ def test_batching_order_groups_the_questions_of_an_image(tmp_path: Path) -> None
     order = hf_fast.batching_order(mixed)
     images = [mixed[i].image for i in order]
     assert images[:3] == [mixed[0].image] * 3 and images[3:] == [mixed[1].image] * 3
+
+
+def test_the_run_batches_an_images_questions_together_on_the_fast_path(
+    families: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    # generate_all batches in the model's order: the fast path's keeps an image's questions in one run batch (so
+    # its image is encoded once); fast=false keeps the prompt-length order.
+    reqs = shared_image_requests(tmp_path)
+    mixed = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    path = families["llava"][0]
+    fast, naive = create(path), create(path, fast="false")
+    assert [mixed[i].image for i in fast.order(mixed)] == [reqs[0].image] * 3 + [reqs[3].image] * 3
+    lengths = [len(mixed[i].prompt) for i in naive.order(mixed)]
+    assert lengths == sorted(lengths)
