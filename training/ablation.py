@@ -322,9 +322,13 @@ def write_eval_configs(output: Path, grid: Mapping[str, Mapping[str, TrainConfig
             lines.append("demo = true")
         if data.data_dir:
             lines.append(f"data_dir = {_string(str(Path(data.data_dir).expanduser().resolve()))}")
-        for name, revision in names:  # the hub commit the adapter was trained on
-            if revision:
-                lines += ["", f"[model_args.{_string(name)}]", f"revision = {_string(revision)}"]
+        for row, (name, revision) in zip(rows, names, strict=True):
+            quant = grid[row]["stage2"].quant
+            args = [f"revision = {_string(revision)}"] if revision else []  # the hub commit it was trained on
+            if quant.enabled:  # a QLoRA adapter is scored on the 4-bit base it was trained on (CUDA only)
+                args.append(f"quant = {_string(quant.quant_type)}")
+            if args:
+                lines += ["", f"[model_args.{_string(name)}]", *args]
         path = output / f"table3-{prompt}.toml"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         read_config(path)  # what medbench run will check: keys, types and model names

@@ -289,33 +289,21 @@ def usable_examples(
 
 
 def load_base(base: Base, dtype: Any, device: str, config: TrainConfig) -> Any:
-    """The base model on ``device``, in ``dtype`` or, for QLoRA, in 4-bit NF4 prepared for k-bit training."""
+    """The base model on ``device``, in ``dtype`` or, for QLoRA, in 4-bit NF4 prepared for k-bit training (the
+    evaluation's loader, :func:`medbench.models.hf_runtime.load_model`)."""
     import torch
-    from transformers import AutoModelForImageTextToText
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": hf_runtime.device_map(device)}
     quant = config.quant
-    if quant.enabled:
-        from transformers import BitsAndBytesConfig
-
-        compute = getattr(torch, quant.compute_dtype)
-        kwargs["dtype"] = compute
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=quant.quant_type,
-            bnb_4bit_use_double_quant=quant.double_quant,
-            bnb_4bit_compute_dtype=compute,
-        )
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(base.path, **kwargs)
-    except (ValueError, KeyError, OSError, ImportError) as exc:
-        raise UsageError(f"cannot load the base {base.ref} for training: {hf_families.first_line(exc)}") from exc
-    except Exception as exc:
-        if not hf_runtime.is_oom(exc):
-            raise
-        raise UsageError(
-            f"not enough memory on {device} to load {base.ref}; use QLoRA (quant.enabled=true) or a larger GPU"
-        ) from exc
+    compute = getattr(torch, quant.compute_dtype)
+    model = hf_runtime.load_model(
+        base.path,
+        label=f"the base {base.ref} (training)",
+        model_type=base.model_type,
+        dtype=compute if quant.enabled else dtype,
+        device=device,
+        quantization=hf_runtime.four_bit(quant.quant_type, quant.double_quant, compute) if quant.enabled else None,
+        oom_hint="use QLoRA (quant.enabled=true) or a larger GPU",
+    )
     if quant.enabled:
         from peft import prepare_model_for_kbit_training
 

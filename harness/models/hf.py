@@ -7,7 +7,8 @@ Vision + the LLaMA32-Med LoRA adapter, from ``--model-arg llama32med.adapter=PAT
 ``adapter``/``lora``, ``max_new_tokens`` (overrides the runner's per-task value), ``fast`` (default true: the fast
 path of :mod:`medbench.models.hf_fast`, the same outputs; false: the naive Hugging Face path, for comparison),
 ``vision_tiles`` (Mllama: ``all``, the default, as the model computes; ``valid``: the vision encoder skips padded
-tiles, faster but **not** the same outputs — see :mod:`medbench.models.hf_fast`).
+tiles, faster but **not** the same outputs — see :mod:`medbench.models.hf_fast`), ``quant`` (``none``; ``nf4`` or
+``fp4``: the base in 4-bit with double quantisation and the run's compute dtype, as QLoRA trains it; CUDA only).
 
 Every request gets the family's own chat template (user turn: the image, then the prompt), greedy decoding and
 only the newly generated text back. Hub models are used from the local cache; when the hub is reachable a missing
@@ -47,7 +48,18 @@ GEMMA3 = "google/gemma-3-4b-it"
 LLAVA = "llava-hf/llava-1.5-7b-hf"
 LLAMA32MED_ENV = "MEDBENCH_LLAMA32MED_ADAPTER"
 
-OPTIONS = ("revision", "dtype", "device", "batch_size", "adapter", "lora", "max_new_tokens", "fast", "vision_tiles")
+OPTIONS = (
+    "revision",
+    "dtype",
+    "device",
+    "batch_size",
+    "adapter",
+    "lora",
+    "max_new_tokens",
+    "fast",
+    "vision_tiles",
+    "quant",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Options:
     max_new_tokens: int | None = None
     fast: bool = True
     vision_tiles: str = "all"
+    quant: str = "none"  # none | nf4 | fp4: the base in 4-bit (bitsandbytes, double quantisation), as QLoRA trains
 
 
 def parse_options(name: str, options: dict[str, Any]) -> Options:
@@ -82,6 +95,9 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
     tiles = str(options.get("vision_tiles") or "all")
     if tiles not in hf_fast.VISION_TILES:
         raise UsageError(f"model {name}: vision_tiles must be one of {', '.join(hf_fast.VISION_TILES)}, not {tiles!r}")
+    quant = str(options.get("quant") or "none")
+    if quant not in ("none", *hf_runtime.QUANT_TYPES):
+        raise UsageError(f"model {name}: quant must be none, {', '.join(hf_runtime.QUANT_TYPES)}; not {quant!r}")
     return Options(
         revision=str(options["revision"]) if options.get("revision") else None,
         dtype=dtype,
@@ -91,6 +107,7 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
         max_new_tokens=None if tokens in (None, "") else hf_runtime.positive_int(name, "max_new_tokens", tokens),
         fast=fast,
         vision_tiles=tiles,
+        quant=quant,
     )
 
 
@@ -127,6 +144,11 @@ class HFModel(Model):
         if opts.vision_tiles != "all" and self.model_type not in hf_fast.TRIMMED:
             raise UsageError(f"model {name}: vision_tiles applies to {', '.join(hf_fast.TRIMMED)} only")
         self._dtype, self._device = hf_runtime.device_and_dtype(opts.device, opts.dtype)
+        if opts.quant != "none" and not self._device.startswith("cuda"):
+            raise UsageError(
+                f"model {name}: quant={opts.quant} loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU; "
+                f"this run's device is {self._device} (drop quant to evaluate the 16-bit base)"
+            )
         self.batch_size = opts.batch_size or (16 if self._device.startswith("cuda") else 4)
         self.new_tokens: int | None = 0
         # The processor is small and quick to load, and loading it checks the chat template and image processor.
@@ -178,31 +200,17 @@ class HFModel(Model):
         hf_runtime.release_memory()
 
     def _load_model(self) -> Any:
-        from transformers import AutoModelForImageTextToText
-
         log.info("loading %s from %s", self.name, self.model_dir)
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(
-                self.model_dir, dtype=self._dtype, device_map=hf_runtime.device_map(self._device)
-            )
-        except (ValueError, KeyError) as exc:
-            raise UsageError(
-                f"{self.model_ref}: model_type {self.model_type!r} cannot be loaded as an image-text-to-text model "
-                f"by transformers (AutoModelForImageTextToText): {hf_families.first_line(exc)}. medbench is tested "
-                f"with {', '.join(hf_families.FAMILIES)}; newer types may need a newer transformers."
-            ) from exc
-        except OSError as exc:  # unreadable or truncated weight files (checked present at construction)
-            raise UsageError(
-                f"{self.model_ref}: cannot load the weights in {self.model_dir}: {hf_families.first_line(exc)}"
-            ) from exc
-        except Exception as exc:
-            if not hf_runtime.is_oom(exc):
-                raise
-            raise UsageError(
-                f"{self.name}: not enough memory on {self._device} to load the model in "
-                f"{hf_runtime.dtype_name(self._dtype)}; use a larger GPU, or bf16 if this is float32 "
-                f"(--model-arg {self.name}.dtype=bf16)"
-            ) from exc
+        quant = self._opts.quant
+        model = hf_runtime.load_model(
+            self.model_dir,
+            label=self.name,
+            model_type=self.model_type,
+            dtype=self._dtype,
+            device=self._device,
+            quantization=None if quant == "none" else hf_runtime.four_bit(quant, compute_dtype=self._dtype),
+            oom_hint=f"use a larger GPU, or bf16 if this is float32 (--model-arg {self.name}.dtype=bf16)",
+        )
         if self.adapter_dir is not None:
             model = self._attach_adapter(model)
         return self.prepare(model)
@@ -364,6 +372,9 @@ class HFModel(Model):
                 "digest": {"algorithm": filehash.ALGORITHM, "value": self._adapter_digest},
             },
             "dtype": hf_runtime.dtype_name(self._dtype),
+            "quantization": None
+            if self._opts.quant == "none"
+            else {"type": self._opts.quant, "double_quant": True, "library": "bitsandbytes"},
             "device": self._device.split(":")[0],
             "generation": {
                 "do_sample": False,

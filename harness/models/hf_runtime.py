@@ -119,6 +119,67 @@ def device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple[Any, st
     return getattr(torch, dtype), device
 
 
+#: 4-bit weight types bitsandbytes offers (``quant`` of the ``hf:`` adapter, ``quant.quant_type`` of training).
+QUANT_TYPES = ("nf4", "fp4")
+
+
+def four_bit(quant_type: str = "nf4", double_quant: bool = True, compute_dtype: Any = None) -> Any:
+    """transformers' ``BitsAndBytesConfig`` for a 4-bit base: ``quant_type`` weights, double quantisation,
+    ``compute_dtype`` (default bf16) matmuls — QLoRA's base, in training and in evaluation alike."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
+    )
+
+
+def load_model(
+    path: Path,
+    *,
+    label: str,
+    model_type: str,
+    dtype: Any,
+    device: str,
+    quantization: Any = None,
+    oom_hint: str = "use a larger GPU",
+) -> Any:
+    """``AutoModelForImageTextToText.from_pretrained(path)`` on ``device`` in ``dtype`` (4-bit with
+    ``quantization``: a :func:`four_bit` config): the one loader of the ``hf:`` adapter and the training recipe.
+    What can go wrong is a :class:`UsageError` starting with ``label``: a model type transformers cannot load as
+    image-text-to-text, unreadable weight files, a missing quantisation library, or out of memory (``oom_hint``
+    says what to do)."""
+    from transformers import AutoModelForImageTextToText
+
+    from medbench.models.hf_families import FAMILIES
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": device_map(device)}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    try:
+        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(
+            f"{label}: model_type {model_type!r} cannot be loaded as an image-text-to-text model by transformers "
+            f"(AutoModelForImageTextToText): {first_line(exc)}. medbench is tested with {', '.join(FAMILIES)}; "
+            "newer types may need a newer transformers."
+        ) from exc
+    except OSError as exc:  # unreadable or truncated weight files (checked present beforehand)
+        raise UsageError(f"{label}: cannot load the weights in {path}: {first_line(exc)}") from exc
+    except ImportError as exc:  # bitsandbytes (4-bit), or another optional library the checkpoint needs
+        raise UsageError(f"{label}: {first_line(exc)} (4-bit needs bitsandbytes: pip install 'medbench[hf]')") from exc
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        bits = " 4-bit" if quantization is not None else ""
+        raise UsageError(
+            f"{label}: not enough memory on {device} to load the model in {dtype_name(dtype)}{bits}; {oom_hint}"
+        ) from exc
+
+
 def device_map(device: str) -> dict[str, str] | None:
     """``from_pretrained``'s ``device_map`` for ``device``: None on the CPU (its default), else all on that device."""
     return None if device == "cpu" else {"": device}

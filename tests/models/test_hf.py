@@ -302,3 +302,13 @@ def test_the_adapter_counts_the_tokens_it_generates(tiny_vlms: VLMs, demo_reques
     _, ids = run(model, demo_requests)
     pad = model.generation.pad_token_id
     assert model.new_tokens == sum(sum(1 for t in row if t != pad) for row in ids) > 0
+
+
+def test_quant_is_checked_refused_without_cuda_and_recorded(tiny_vlms: VLMs) -> None:
+    path = tiny_vlms["mllama"][0]
+    with pytest.raises(UsageError, match="quant must be none, nf4, fp4"):
+        create(f"hf:{path}", quant="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="needs a CUDA GPU"):
+            create(f"hf:{path}", quant="nf4")
+    assert create(f"hf:{path}").describe()["quantization"] is None

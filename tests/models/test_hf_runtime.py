@@ -265,3 +265,35 @@ def test_no_private_names_cross_the_runtime_modules() -> None:
         )
     }
     assert found == {name: [] for name in found}
+
+
+def test_one_loader_passes_a_4bit_config_and_names_what_went_wrong(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The hf: adapter's quant option and the training recipe's QLoRA share this loader (and its config).
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    config = hf_runtime.four_bit("nf4", True, torch.bfloat16)
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16
+    seen: dict[str, Any] = {}
+
+    def fake(path: Any, **kwargs: Any) -> str:
+        seen.update(kwargs)
+        return "model"
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", fake)
+    got = hf_runtime.load_model(
+        tmp_path, label="m", model_type="mllama", dtype=torch.bfloat16, device="cuda:0", quantization=config
+    )
+    assert got == "model" and seen["quantization_config"] is config and seen["device_map"] == {"": "cuda:0"}
+
+    def missing(path: Any, **kwargs: Any) -> str:
+        raise ImportError("Using `bitsandbytes` 4-bit quantization requires the latest version of bitsandbytes")
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", missing)
+    with pytest.raises(UsageError, match=r"m: .*bitsandbytes.*pip install"):
+        hf_runtime.load_model(
+            tmp_path, label="m", model_type="mllama", dtype=torch.bfloat16, device="cpu", quantization=config
+        )

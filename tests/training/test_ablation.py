@@ -220,3 +220,20 @@ def test_the_debug_grid_trains_every_row_and_medbench_run_scores_every_adapter(
         assert record["numbers"]["prompt"] == prompt and record["runtime"]["config_file"] == str(config)
     assert {rows[r]["eval_prompt"] for r in ("full", "no-stage1", "no-vision")} == {"role"}
     assert rows["generic-prompt"]["eval_prompt"] == "generic"
+
+
+def test_the_qlora_row_is_scored_on_the_4bit_base_it_was_trained_on(tmp_path: Path) -> None:
+    # Guards Table 3's QLoRA row: scored on a 16-bit base it would measure another model than the one trained.
+    grid = {r: ablation.stage_configs(ablation.GRID[r], []) for r in ("full", "qlora")}
+    for row in grid:
+        (tmp_path / row / "stage2").mkdir(parents=True)
+        (tmp_path / row / "stage2" / "adapter_model.safetensors").write_bytes(b"")
+        saved = {"base_model_name_or_path": "meta-llama/Llama-3.2-11B-Vision-Instruct", "revision": "c0ffee"}
+        (tmp_path / row / "stage2" / "adapter_config.json").write_text(json.dumps(saved), encoding="utf-8")
+    path, _ = ablation.write_eval_configs(tmp_path, grid)["role"]
+    base = "hf:meta-llama/Llama-3.2-11B-Vision-Instruct+lora:"
+    assert read_config(path)["model_args"] == [
+        f"{base}{tmp_path / 'full' / 'stage2'}.revision=c0ffee",
+        f"{base}{tmp_path / 'qlora' / 'stage2'}.revision=c0ffee",
+        f"{base}{tmp_path / 'qlora' / 'stage2'}.quant=nf4",
+    ]
