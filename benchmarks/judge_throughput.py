@@ -90,17 +90,25 @@ class LatencyServer:
                     if refuse:
                         with server._refused.get_lock():
                             server._refused.value += 1
-                        self._reply(429, {"error": {"message": "too many concurrent requests", "type": "rate_limit"}})
-                        return
-                    time.sleep(server.latency)
-                    prompt = body["messages"][0]["content"]
-                    score = 1 + int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5
-                    message = {"role": "assistant", "content": f"Reasoning: ok.\nScore: {score}"}
-                    reply = {"id": "bench", "object": "chat.completion", "model": "bench-judge"}
-                    self._reply(200, reply | {"choices": [{"index": 0, "message": message}]})
+                        status: int = 429
+                        reply: dict[str, Any] = {
+                            "error": {"message": "too many concurrent requests", "type": "rate_limit"}
+                        }
+                    else:
+                        time.sleep(server.latency)
+                        prompt = body["messages"][0]["content"]
+                        score = 1 + int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5
+                        message = {"role": "assistant", "content": f"Reasoning: ok.\nScore: {score}"}
+                        status = 200
+                        reply = {"id": "bench", "object": "chat.completion", "model": "bench-judge"}
+                        reply |= {"choices": [{"index": 0, "message": message}]}
                 finally:
+                    # before the reply is written: the client's next request may arrive as soon as it has it, and
+                    # must not be counted (or refused) as in flight beside this one (as tests/models/
+                    # fake_openai_server.py does)
                     with server._in_flight.get_lock():
                         server._in_flight.value -= 1
+                self._reply(status, reply)
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
