@@ -274,7 +274,7 @@ class HFModel(Model):
             groups.setdefault(self._opts.max_new_tokens or request.max_new_tokens, []).append(i)
         fast = self._opts.fast
         for max_new_tokens, indices in groups.items():
-            if fast:  # similar prompt lengths batched together (outputs go back to their own slots below)
+            if fast:  # an image's questions together, as generate_all orders them too (outputs go back to their slots)
                 indices = [indices[k] for k in hf_fast.batching_order([requests[i] for i in indices])]
             try:
                 texts, self.batch_size = hf_runtime.run_in_batches(
