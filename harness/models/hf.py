@@ -7,7 +7,9 @@ Vision + the LLaMA32-Med LoRA adapter, from ``--model-arg llama32med.adapter=PAT
 ``adapter``/``lora``, ``max_new_tokens`` (overrides the runner's per-task value), ``fast`` (default true: the fast
 path of :mod:`medbench.models.hf_fast`, the same outputs; false: the naive Hugging Face path, for comparison),
 ``vision_tiles`` (Mllama: ``all``, the default, as the model computes; ``valid``: the vision encoder skips padded
-tiles, faster but **not** the same outputs — see :mod:`medbench.models.hf_fast`), ``quant`` (``none``; ``nf4`` or
+tiles, faster but **not** the same outputs — see :mod:`medbench.models.hf_fast`), ``decode`` (``dynamic``, the
+default; ``static``: a key/value cache allocated once; ``compiled``: that cache and the decode step compiled, CUDA
+graphs on a GPU — see :mod:`medbench.models.hf_decode`), ``quant`` (``none``; ``nf4`` or
 ``fp4``: the base in 4-bit with double quantisation and the run's compute dtype, as QLoRA trains it; CUDA only).
 
 Every request gets the family's own chat template (user turn: the image, then the prompt), greedy decoding and
@@ -36,7 +38,7 @@ from typing import Any, ClassVar
 
 from medbench import filehash
 from medbench.errors import UsageError
-from medbench.models import hf_families, hf_fast, hf_runtime
+from medbench.models import hf_decode, hf_families, hf_fast, hf_runtime
 from medbench.models.base import Model
 from medbench.schema import MAX_NEW_TOKENS, Request
 
@@ -58,6 +60,7 @@ OPTIONS = (
     "max_new_tokens",
     "fast",
     "vision_tiles",
+    "decode",
     "quant",
 )
 
@@ -72,6 +75,7 @@ class Options:
     max_new_tokens: int | None = None
     fast: bool = True
     vision_tiles: str = "all"
+    decode: str = "dynamic"  # dynamic | static | compiled: how the decode steps run (hf_decode)
     quant: str = "none"  # none | nf4 | fp4: the base in 4-bit (bitsandbytes, double quantisation), as QLoRA trains
 
 
@@ -95,6 +99,9 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
     tiles = str(options.get("vision_tiles") or "all")
     if tiles not in hf_fast.VISION_TILES:
         raise UsageError(f"model {name}: vision_tiles must be one of {', '.join(hf_fast.VISION_TILES)}, not {tiles!r}")
+    decode = str(options.get("decode") or hf_decode.DECODES[0])
+    if decode not in hf_decode.DECODES:
+        raise UsageError(f"model {name}: decode must be one of {', '.join(hf_decode.DECODES)}, not {decode!r}")
     quant = str(options.get("quant") or "none")
     if quant not in ("none", *hf_runtime.QUANT_TYPES):
         raise UsageError(f"model {name}: quant must be none, {', '.join(hf_runtime.QUANT_TYPES)}; not {quant!r}")
@@ -107,6 +114,7 @@ def parse_options(name: str, options: dict[str, Any]) -> Options:
         max_new_tokens=None if tokens in (None, "") else hf_runtime.positive_int(name, "max_new_tokens", tokens),
         fast=fast,
         vision_tiles=tiles,
+        decode=decode,
         quant=quant,
     )
 
@@ -157,6 +165,7 @@ class HFModel(Model):
         self.generation = hf_runtime.greedy_generation_config(
             hf_families.generation_config(self.model_dir), self.processor.tokenizer
         )
+        hf_decode.apply(self.generation, opts.decode)
         self._architecture = hf_families.architecture(self.model_type)
         self._model: Any = None  # loaded by the first generate, dropped by release
         self._prefetch = hf_fast.Prefetch(self._inputs, threading.Lock())
@@ -331,6 +340,7 @@ class HFModel(Model):
             torch.cuda.reset_peak_memory_stats(self._device)
         config = copy.deepcopy(self.generation)
         config.max_new_tokens = max_new_tokens
+        hf_decode.size_cache(config, self._opts.decode, int(inputs["input_ids"].shape[1]))
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=config)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
@@ -383,6 +393,7 @@ class HFModel(Model):
                 "max_new_tokens": per_kind,
                 "eos_token_id": self.generation.eos_token_id,
                 **hf_fast.describe(self._opts.fast, self._opts.vision_tiles),
+                "decode": self._opts.decode,
             },
             "versions": {
                 "torch": torch.__version__,

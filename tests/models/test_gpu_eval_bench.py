@@ -36,14 +36,17 @@ def test_tiny_run_measures_every_path_and_fast_equals_naive(
     assert bench.main(["--tiny", "--samples", "6", "--batches", "2,3", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     rows = {(r["family"], r["path"], r["batch"]): r for r in record["rows"]}
-    want = {(f, p, b) for f in ("mllama", "qwen2_5_vl") for p in ("naive", "fast") for b in (2, 3)}
+    want = {
+        (f, p, b) for f in ("mllama", "qwen2_5_vl") for p in ("naive", "fast", "static", "compiled") for b in (2, 3)
+    }
     want |= {("mllama", "valid-tiles", b) for b in (2, 3)}  # Qwen has no padded tiles to skip
     assert set(rows) == want
     for key, row in rows.items():
         assert not row["oom"] and row["samples_per_s"] > 0 and row["new_tokens_per_s"] > 0, key
         assert row["agreement_with_naive"] is not None, key
-        if key[1] == "fast":
-            assert row["agreement_with_naive"] == 1.0, key  # the fast path gives the naive path's outputs
+        assert row["error"] is None and row["warmup_s"] is not None, key
+        if key[1] in ("fast", "static", "compiled"):
+            assert row["agreement_with_naive"] == 1.0, key  # these paths give the naive path's outputs
             if key[2] == 2:  # and, on the CPU in fp32, the naive path's logits
                 assert row["logits_max_diff"] is not None and row["logits_max_diff"] <= 1e-4, key
     assert any("8,231 questions in" in line for line in record["summary"])
@@ -95,7 +98,7 @@ def test_the_full_size_swap_in_runs_the_adapter_on_a_model_it_did_not_load(
     for path in ("naive", "fast", "valid-tiles"):
         adapter = bench.make_adapter(folder, path, 2, "cpu", full=True)
         assert adapter.model is built[-1] and adapter.processor.image_processor.size["height"] == 56
-        outputs[path], _, _ = bench.measure(adapter, reqs, 2, cuda=False)
+        outputs[path], *_ = bench.measure(adapter, reqs, 2, cuda=False)
         adapter.release()
     assert len(built) == 3  # a fresh model per path: the fast path's changes never leak into the naive one
     assert outputs["fast"] == outputs["naive"] and all(len(o) == 4 for o in outputs.values())
@@ -117,3 +120,33 @@ def test_two_processes_give_the_outputs_of_one(tmp_path: Path) -> None:
     assert all(not r["oom"] and r["same_outputs_as_first"] == 1.0 and r["samples_per_s"] > 0 for r in rows)
     records = json.loads(out.read_text())["records"]
     assert records["2"]["processes"] == 2 and records["1"]["processes"] == 1
+
+
+def test_a_path_that_fails_on_the_gpu_is_recorded_and_the_others_still_run(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lent GPU session is short: a compile error on one path must not cost the others (full-size mode only;
+    # --tiny raises). Every row reaches the caller as it is measured, so a run cut short keeps what it measured.
+    import argparse
+
+    from medbench.testing import build_tiny_model
+
+    folder = build_tiny_model("llava", tmp_path / "llava")
+    real = bench.make_adapter
+
+    def make(folder: Path, path: str, batch: int, device: str, full: bool) -> object:
+        if path == "static":
+            raise RuntimeError("compile failed")
+        return real(folder, path, batch, device, full=False)
+
+    monkeypatch.setattr(bench, "make_adapter", make)
+    args = argparse.Namespace(tiny=False, paths=["naive", "static", "fast"], batches=[2, 3], new_tokens=3)
+    reqs = bench.make_requests(tmp_path, 4, 2, 32, 8, 3)
+    seen: list[object] = []
+    rows = bench.run_family("llava", folder, args, reqs, cuda=False, done=seen.append)
+    assert [(r.path, r.batch) for r in rows] == [("naive", 2), ("naive", 3), ("static", 2), ("fast", 2), ("fast", 3)]
+    assert seen == rows
+    failed = rows[2]
+    assert failed.error == "RuntimeError: compile failed" and failed.samples_per_s is None
+    assert all(r.error is None and r.samples_per_s and r.agreement_with_naive == 1.0 for r in rows if r is not failed)
+    assert "failed: RuntimeError: compile failed" in bench.format_table(rows)
