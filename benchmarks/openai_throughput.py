@@ -12,8 +12,9 @@ Tables printed:
 * where one request's client time goes (one thread, per distinct image): read + sha256 of the image bytes, decode +
   RGB + resize to 512, PNG encode at PIL's default zlib level 6 (the old path) and at level 1 (now), base64, and
   one ``openai`` client call with the finished payload;
-* the adapter, naive (the old path: every request decodes and encodes its image, PNG level 6, batches of 32) vs
-  medbench as is (an image shared by several questions encoded once, PNG level 1, batches of 8 x concurrency), at
+* the adapter, naive (the old path: every request decodes and encodes its image, PNG level 6, batches of 32, each
+  drained before the next) vs medbench as is (an image shared by several questions encoded once, PNG level 1,
+  batches of 8 x concurrency, the next batch started while the current one finishes), at
   concurrency 1, 8 (the default), 32 and 64, against the server with no latency, so the client is all that is
   measured: requests/s, client CPU ms per request (all threads of this process; the server is another process),
   server CPU ms per request, images encoded, and requests in flight: the most HTTP calls the client had open at
@@ -21,7 +22,9 @@ Tables printed:
   once; the next table, with latency, shows the server side filling up). The naive rows at concurrency 64 have at
   most 32 in flight: the old fixed batch of 32 capped them;
 * batches vs concurrency: a server taking 50-350 ms per request (mean 200 ms), concurrency 32, batches of 32 (the
-  old default: one round per batch, each batch waits for its slowest request) vs the default 8 x concurrency.
+  old default: one round per batch, each batch waits for its slowest request) and of 8 x concurrency, each either
+  drained before the next starts (as before) or overlapped with the next (now: ``Model.overlaps_batches``), against
+  the floor of requests x mean latency / concurrency.
 
 Images: synthetic radiograph-like JPEGs (smooth structure in a body outline, light noise; sizes from 512x512 to
 1024x1245 as in VQA-RAD; about 150 KB as PNG at 512 px, like the real ones) or ``--images DIR`` (e.g. the VQA-RAD
@@ -280,12 +283,14 @@ class CountedModel(OpenAICompatModel):
                 self.calls_in_flight -= 1
 
 
-def adapter(server: BenchServer, concurrency: int, *, naive: bool) -> CountedModel:
-    """A fresh adapter (empty image cache) for ``server``; ``naive``: with the old image path and batch size."""
+def adapter(server: BenchServer, concurrency: int, *, naive: bool, overlap: bool = True) -> CountedModel:
+    """A fresh adapter (empty image cache) for ``server``; ``naive``: with the old image path and batch size, and
+    its batches drained one by one; ``overlap=False``: batches drained one by one (the runner before the overlap)."""
     model = CountedModel("openai:bench", base_url=server.base_url, concurrency=str(concurrency), timeout="60")
     if naive:
         model.image_cache = _NaiveImages()
         model.batch_size = OLD_BATCH
+    model.overlaps_batches = overlap and not naive  # type: ignore[misc]  # a ClassVar, set on this instance
     return model
 
 
@@ -482,11 +487,16 @@ def report(
     batch_images = images[: max(1, math.ceil(args.batch_n / args.ratio))]  # the same sharing ratio
     batch_requests = make_requests(batch_images, args.batch_n, "b")
     batch_rows = []
-    for batch in (batch_concurrency, None):
-        model = adapter(server, batch_concurrency, naive=False)
-        label = "batches = concurrency (old default)" if batch else "batches = 8 x concurrency (default)"
+    for batch, overlap, label in (
+        (batch_concurrency, False, "batches = concurrency, drained (old)"),
+        (None, False, "8 x concurrency, drained (before)"),
+        (batch_concurrency, True, "batches = concurrency, overlapped"),
+        (None, True, "8 x concurrency, overlapped (default)"),
+    ):
+        model = adapter(server, batch_concurrency, naive=False, overlap=overlap)
         run = functools.partial(run_adapter, model, batch_requests, batch)
-        batch_rows.append(measured(server, run, label, batch_concurrency, batch or model.batch_size, args.batch_n))
+        row = measured(server, run, label, batch_concurrency, batch or model.batch_size, args.batch_n)
+        batch_rows.append(row)
     server.reset()
     floor = args.batch_n * (lo + hi) / 2 / batch_concurrency
     print()
@@ -495,6 +505,8 @@ def report(
         f"{len(batch_images)} images, floor {floor:.2f} s ({args.batch_n} x mean latency / concurrency)"
     )
     print_rows(batch_rows)
+    for r in batch_rows:
+        print(f"  {r.mode:38} {r.seconds / floor:5.2f} x the floor")
     print(f"host speed probe after: {speed_probe():.2f} s, load average {os.getloadavg()[0]:.1f}")
 
 

@@ -3,7 +3,10 @@
 Requests already in the cache are not sent to the model. The rest are put in the model's batching order
 (:meth:`~medbench.models.base.Model.order`: by prompt length, so batches pad little; the ``hf:`` fast path keeps
 an image's questions together, so that its image is encoded once) and generated batch by batch; each batch's
-outputs are committed to the cache before the next batch starts. The caller gets every output back keyed by sample
+outputs are committed to the cache as soon as it is done. Batches run one after the other, except for adapters that
+:attr:`~medbench.models.base.Model.overlaps_batches` (``openai:``): the next batch is started while the current
+one finishes (two in flight; outputs are still committed batch by batch, in order), so that a served model's
+request slots do not idle while a batch waits for its slowest request. The caller gets every output back keyed by sample
 id, in any order, plus how many were generated and how many came from the cache. A request whose image cannot be
 read or decoded at generation time (possible with ``--no-verify-images``) is retried alone; if it fails alone it
 is returned in ``failed`` with the reason — a skipped sample, counted, never a crashed run and never an empty
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,13 +120,10 @@ def generate_all(
     tokens_before = model.new_tokens
     if todo:
         model.load()  # weights load here, outside the generation timing (and not at all when all is cached)
-    start = 0
-    while start < len(todo):
-        batch = todo[start : start + max(1, batch_size or model.batch_size)]
-        start += len(batch)
-        started = time.perf_counter()
-        texts, batch_failed = _generate_batch(model, [r for r, _ in batch])
-        model_seconds += time.perf_counter() - started
+    batches = _chunks(todo, lambda: max(1, batch_size or model.batch_size))
+    run = _overlapped if model.overlaps_batches else _one_by_one
+    for batch, texts, batch_failed, seconds in run(model, batches):
+        model_seconds += seconds
         failed.update(batch_failed)
         done = [(r, k, t) for (r, k), t in zip(batch, texts, strict=True) if t is not None]
         cache.put_many((k, model.name, fingerprint, r.task, r.sample_id, t) for r, k, t in done)
@@ -129,3 +131,55 @@ def generate_all(
         advance(len(batch))
     counted = None if tokens_before is None or model.new_tokens is None else model.new_tokens - tokens_before
     return Generated(outputs, len(todo) - len(failed), len(found), failed, model_seconds, counted)
+
+
+_Pending = list[tuple[Request, str]]  # a batch: requests and their cache keys
+_Done = tuple[_Pending, "list[str | None]", dict[str, str], float]  # batch, outputs, failures, model seconds
+
+
+def _chunks(todo: _Pending, size: Callable[[], int]) -> Iterator[_Pending]:
+    """``todo`` in batches, each as large as ``size()`` says just before it is cut (a model may resize)."""
+    start = 0
+    while start < len(todo):
+        batch = todo[start : start + size()]
+        start += len(batch)
+        yield batch
+
+
+def _one_by_one(model: Model, batches: Iterator[_Pending]) -> Iterator[_Done]:
+    """Each batch generated after the previous one is committed; its seconds are its own generate call's."""
+    for batch in batches:
+        started = time.perf_counter()
+        texts, failed = _generate_batch(model, [r for r, _ in batch])
+        yield batch, texts, failed, time.perf_counter() - started
+
+
+def _overlapped(model: Model, batches: Iterator[_Pending]) -> Iterator[_Done]:
+    """Batches generated two at a time in flight, yielded (to be committed) in order, each as soon as it and those
+    before it are done. The model seconds are wall-clock time while a batch is in flight (the two overlap, so
+    their own durations would count the overlap twice). When one fails, the other is cancelled and waited for, and
+    the failure is raised: no request is still running once this returns."""
+    window: deque[tuple[_Pending, Future[tuple[list[str | None], dict[str, str]]]]] = deque()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="medbench-batch") as pool:
+
+        def submit() -> None:
+            batch = next(batches, None)
+            if batch is not None:
+                window.append((batch, pool.submit(_generate_batch, model, [r for r, _ in batch])))
+
+        try:
+            mark = time.perf_counter()
+            submit()
+            submit()
+            while window:
+                batch, future = window[0]
+                texts, failed = future.result()
+                window.popleft()
+                now = time.perf_counter()
+                seconds, mark = now - mark, now
+                submit()  # before the commit: it queues behind the batch still in flight
+                yield batch, texts, failed, seconds  # the commit runs while the next batches are in flight
+        except BaseException:
+            model.cancel()
+            wait([f for _, f in window])
+            raise

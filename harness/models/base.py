@@ -31,6 +31,11 @@ class Model(ABC):
     #: Tokens generated so far, for adapters that can count them (None: this adapter cannot). The runner reports
     #: new tokens/s from the change around its generate calls.
     new_tokens: int | None = None
+    #: The runner may call :meth:`generate` for the next batch while the current one is still running (from two
+    #: threads; :meth:`cancel` stops the one left when the other fails). For adapters that queue every call's
+    #: requests in one bounded pool (``openai:``): the next batch fills the slots as the current one's last requests
+    #: finish, so the pool stays full across batches; each batch is still committed as soon as it is done.
+    overlaps_batches: ClassVar[bool] = False
 
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
@@ -47,6 +52,10 @@ class Model(ABC):
         """The indices of ``requests`` in the order to batch them: by prompt length (batches pad little), stable.
         Adapters that batch better otherwise (the ``hf:`` fast path: an image's questions together) override it."""
         return sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
+
+    def cancel(self) -> None:  # noqa: B027 - optional hook
+        """Make :meth:`generate` calls running in other threads stop soon (raising); only asked of adapters that
+        :attr:`overlaps_batches`. No-op by default."""
 
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load heavy state (weights) now rather than in the first :meth:`generate`; no-op by default."""

@@ -10,10 +10,13 @@ Options (strings, from ``--model-arg openai:<model>.key=value``):
     OpenAI's own host (``https://api.openai.com``); any other endpoint gets a placeholder key (local servers need
     none) unless a variable is named here. A variable named explicitly but unset is an error.
 ``concurrency`` (default 8), ``timeout`` (seconds per attempt, default 120), ``max_retries`` (default 5)
-    ``concurrency`` requests are in flight at once. The runner hands the adapter batches of :attr:`batch_size`
-    requests (``max(32, 8 * concurrency)`` unless ``--batch-size`` says otherwise) and each batch drains before the
-    next starts, so a batch holds several rounds of ``concurrency`` requests: only its last round runs below the
-    limit. A ``--batch-size`` below ``concurrency`` caps the requests in flight at the batch size (logged once).
+    ``concurrency`` requests are in flight at once: every ``generate`` call queues its requests in the adapter's
+    one pool of ``concurrency`` workers. The runner hands the adapter batches of :attr:`batch_size` requests
+    (``max(32, 8 * concurrency)`` unless ``--batch-size`` says otherwise) and, as the adapter
+    :attr:`overlaps_batches`, starts the next batch while the current one finishes: its requests queue behind the
+    current batch's and take the slots its last requests free, so the pool stays full across batches (each batch
+    is still committed to the cache as soon as it is done). A ``--batch-size`` below half of ``concurrency`` caps
+    the requests in flight at two batches (logged once).
 ``seed``
     Sent with every request when given. ``temperature`` is always 0 (greedy).
 ``backoff_base`` (default 1 s), ``backoff_max`` (default 60 s)
@@ -109,7 +112,7 @@ class EndpointError(MedbenchError):
 
 
 class _Aborted(Exception):
-    """Another request of the batch failed; this one stopped early."""
+    """Another request of the batch failed (or the call was cancelled); this one stopped early."""
 
 
 _N = TypeVar("_N", int, float)
@@ -256,6 +259,7 @@ class OpenAICompatModel(Model):
     #: where a batch of ``concurrency`` requests (1 round) waits for its slowest request every time.
     BATCH_ROUNDS: ClassVar[int] = 8
     temperature: ClassVar[float] = 0.0
+    overlaps_batches: ClassVar[bool] = True
 
     def __init__(self, name: str, **options: Any) -> None:
         if "api_key" in options:
@@ -301,6 +305,8 @@ class OpenAICompatModel(Model):
             self.seed = _number_option(options, "seed", 0, -(2**63))
 
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # the concurrency workers every generate call queues in
+        self._running: set[threading.Event] = set()  # the abort flag of every generate call in progress
         self.image_cache = ImageURLCache()
         self._warned_batch = False
         self._server_models: list[str] = []
@@ -326,8 +332,27 @@ class OpenAICompatModel(Model):
 
     # --- the contract -------------------------------------------------------------------------------------
     def release(self) -> None:
-        """Drop the image cache (up to :data:`IMAGE_CACHE_BYTES`) once the runner is done with this model."""
+        """Stop the request workers and drop the image cache (up to :data:`IMAGE_CACHE_BYTES`) once the runner is
+        done with this model; a later :meth:`generate` starts new workers."""
+        self.cancel()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self.image_cache.clear()
+
+    def cancel(self) -> None:
+        """Make every :meth:`generate` call in progress stop: queued requests are dropped, running ones end after
+        their current attempt, and the calls raise."""
+        with self._lock:
+            for abort in self._running:
+                abort.set()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai")
+            return self._pool
 
     def _identity(self) -> dict[str, Any]:
         """What is fixed when the model is built and decides its outputs (the fingerprint's input)."""
@@ -366,15 +391,15 @@ class OpenAICompatModel(Model):
     def generate(self, requests: Sequence[Request]) -> list[str]:
         if not requests:
             return []
-        if self.batch_size < self.concurrency and not self._warned_batch:
+        if 2 * self.batch_size < self.concurrency and not self._warned_batch:
             self._warned_batch = True
             log.warning(
-                "%s: batch size %d is below concurrency=%d, so at most %d requests are in flight; "
-                "drop --batch-size (the default is %d for this concurrency) or raise it",
+                "%s: batch size %d is below half of concurrency=%d, so at most %d requests (two batches) are in "
+                "flight; drop --batch-size (the default is %d for this concurrency) or raise it",
                 self.name,
                 self.batch_size,
                 self.concurrency,
-                self.batch_size,
+                2 * self.batch_size,
                 max(type(self).batch_size, self.BATCH_ROUNDS * self.concurrency),
             )
         with self._lock:
@@ -384,9 +409,12 @@ class OpenAICompatModel(Model):
                     seen.append(r.max_new_tokens)
         abort = threading.Event()
         outputs: list[str | None] = [None] * len(requests)
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="openai")
+        pool = self._workers()
+        with self._lock:
+            self._running.add(abort)
+        futures: dict[Future[str], int] = {}
         try:
-            futures: dict[Future[str], int] = {pool.submit(self._complete, r, abort): i for i, r in enumerate(requests)}
+            futures = {pool.submit(self._complete, r, abort): i for i, r in enumerate(requests)}
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None and not isinstance(f.exception(), _Aborted)]
             if failed:
@@ -398,11 +426,17 @@ class OpenAICompatModel(Model):
                 exc = first.exception()
                 assert exc is not None
                 raise exc
+            if abort.is_set():  # cancel(): the runner stops this batch because another one failed
+                raise RuntimeError(f"{self.name}: generation cancelled")
             for future, index in futures.items():
                 outputs[index] = future.result()
         finally:
             abort.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            for f in futures:
+                f.cancel()
+            wait(futures)  # none of this call's requests is still running once it returns
+            with self._lock:
+                self._running.discard(abort)
         return [o if o is not None else "" for o in outputs]
 
     # --- one request ----------------------------------------------------------------------------------------

@@ -294,3 +294,54 @@ def test_create_model_via_registry(server: FakeOpenAIServer, image: ImageRef) ->
     m = create_model("openai:tiny", base_url=server.base_url, **FAST)
     assert isinstance(m, OpenAICompatModel)
     assert m.generate([req(image, 0)]) == ["echo: <q00> what is shown?"]
+
+
+def test_overlapping_batches_share_one_concurrency_bound(image: ImageRef) -> None:
+    # The runner overlaps two batches (two generate calls at once): both queue in the adapter's one pool.
+    import threading
+
+    with FakeOpenAIServer(latency=0.05) as server:
+        m = model(server, concurrency="3")
+        assert m.overlaps_batches
+        outs: dict[int, list[str]] = {}
+        threads = [
+            threading.Thread(
+                target=lambda b=b: outs.__setitem__(b, m.generate([req(image, 6 * b + i) for i in range(6)]))
+            )
+            for b in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outs) == [0, 1] and all(len(o) == 6 for o in outs.values())
+        assert outs[1][0] == "echo: <q06> what is shown?"
+        assert server.calls == 12 and server.max_in_flight <= 3
+        m.release()  # stops the workers; a later call starts new ones
+        assert m.generate([req(image, 0)]) == ["echo: <q00> what is shown?"]
+
+
+def test_cancel_stops_a_call_in_another_thread(image: ImageRef) -> None:
+    import threading
+
+    with FakeOpenAIServer() as server:
+        server.on_prompt("<q00>", Reply.hang(0.5))
+        m = model(server, concurrency="1")
+        raised: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                m.generate([req(image, i) for i in range(5)])
+            except BaseException as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while server.calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        m.cancel()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(raised) == 1 and "generation cancelled" in str(raised[0])
+        assert server.calls == 1  # the 4 queued requests were never sent

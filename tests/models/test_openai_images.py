@@ -288,16 +288,16 @@ def test_undecodable_image_is_a_sample_error_naming_its_file(server: FakeOpenAIS
 def test_default_batch_holds_several_rounds_of_concurrency(
     server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The runner drains each batch before the next; a batch of ``concurrency`` requests (the old fixed 32 at
-    # concurrency 32) waited for its slowest request every round, and concurrency 64 never had 64 in flight.
+    # A batch of ``concurrency`` requests (the old fixed 32 at concurrency 32) waited for its slowest request every
+    # round, and concurrency 64 never had 64 in flight; the runner now also overlaps two batches.
     assert model(server).batch_size == 64  # default concurrency 8
     assert model(server, concurrency="4").batch_size == 32  # never below the old 32
     assert model(server, concurrency="64").batch_size == 512
     m = model(server, concurrency="16")
-    m.batch_size = 8  # what --batch-size 8 does (the runner sets it)
+    m.batch_size = 7  # what --batch-size 7 does (the runner sets it): two batches of 7 cannot fill 16 slots
     caplog.set_level(logging.WARNING, logger="medbench")
     ref = picture(tmp_path / "a.png", (1, 2, 3))
     m.generate([req(ref, 0)])
     m.generate([req(ref, 1)])
     warnings = [r.getMessage() for r in caplog.records if "in flight" in r.getMessage()]
-    assert len(warnings) == 1 and "batch size 8 is below concurrency=16" in warnings[0]
+    assert len(warnings) == 1 and "batch size 7 is below half of concurrency=16" in warnings[0]

@@ -28,9 +28,10 @@ def test_quick_run_prints_every_table() -> None:
         "sharing ratio",
     ):
         assert heading in out
-    rows = [line for line in out.splitlines() if line.startswith(("naive", "medbench", "batches ="))]
-    # --quick: naive and medbench at concurrency 1 and 4, then the two batch sizes.
-    assert [r.split()[0] for r in rows] == ["naive", "medbench", "naive", "medbench", "batches", "batches"]
+    rows = [line for line in out.splitlines() if line.startswith(("naive", "medbench", "batches =", "8 x"))]
+    # --quick: naive and medbench at concurrency 1 and 4, then the two batch sizes, drained and overlapped.
+    assert [r.split()[0] for r in rows] == ["naive", "medbench", "naive", "medbench", "batches", "8", "batches", "8"]
+    assert out.count("x the floor") == 4
     # Every image of the quick set (24 requests on 3 images) is encoded once per medbench run, whatever the timing;
     # the naive rows (12 requests) encode one per request. Columns after the mode: conc, batch, reqs, encoded, ...
     columns = [r.split(")", 1)[1].split() for r in rows[:4]]
