@@ -264,7 +264,7 @@ def first_logits(adapter: Any, requests: list[Any], batch: int) -> Any:
     adapter builds (the same for every path but valid-tiles, which cuts the padded tiles)."""
     import torch
 
-    inputs = adapter._inputs(requests[:batch]).to(adapter._device, dtype=adapter._dtype)
+    inputs = adapter._on_device(adapter._inputs(requests[:batch]))
     with torch.inference_mode():
         return adapter.model(**inputs).logits[:, -1].float().cpu()
 

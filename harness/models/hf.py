@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from medbench import filehash
 from medbench.errors import UsageError
-from medbench.models import hf_decode, hf_families, hf_fast, hf_runtime
+from medbench.models import hf_decode, hf_families, hf_fast, hf_inputs, hf_runtime
 from medbench.models.base import Model
 from medbench.schema import MAX_NEW_TOKENS, Request
 
@@ -313,10 +313,20 @@ class HFModel(Model):
         return hf_fast.batching_order(requests) if self._opts.fast else super().order(requests)
 
     def _inputs(self, requests: Sequence[Request]) -> Any:
-        """The processor's batch for ``requests`` (images opened and resized, chat template, tokens), on the CPU."""
-        images = [r.image.open(r.image_size) for r in requests]
+        """The processor's batch for ``requests`` (images opened and resized, chat template, tokens), on the CPU;
+        on the fast path perhaps with each distinct image's pixels only, gathered by :meth:`_on_device`."""
+        if self._opts.fast:  # each distinct image opened and processed once (the same tensors: hf_inputs)
+            hf_inputs.share_processing(self.processor, self.model_type)
+            images = hf_inputs.open_images(requests)
+        else:
+            images = [r.image.open(r.image_size) for r in requests]
         inputs = hf_runtime.batch_inputs(self.processor, images, [r.prompt for r in requests])
         return hf_fast.trim_tiles(inputs) if self._opts.vision_tiles == "valid" else inputs
+
+    def _on_device(self, inputs: Any) -> Any:
+        """A batch from :meth:`_inputs` on the model's device and dtype, every question's pixels gathered there (the
+        fast path builds and copies each distinct image's once: :func:`hf_inputs.expand`)."""
+        return hf_inputs.expand(inputs.to(self._device, dtype=self._dtype))
 
     def _grow(self, size: int, done: int) -> int:
         """The automatic batch size after a batch of ``done`` at ``size`` (:func:`hf_fast.next_batch_size`; CUDA)."""
@@ -335,7 +345,7 @@ class HFModel(Model):
         if inputs is None:
             with self._prefetch.lock:
                 inputs = self._inputs(requests)
-        inputs = inputs.to(self._device, dtype=self._dtype)
+        inputs = self._on_device(inputs)
         if self._device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self._device)
         config = copy.deepcopy(self.generation)

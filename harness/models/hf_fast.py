@@ -9,6 +9,8 @@ What ``fast`` (the default) changes, checked for the same greedy outputs as ``fa
   (same pixels, same tile layout) are computed once and its outputs copied to every question of the image.
 * **Batches of similar requests**: :func:`batching_order` puts a chunk's questions on the same image next to each
   other (so that they share a batch), shorter prompts first within an image; outputs go back in the caller's order.
+* **Each distinct image of a batch is decoded, resized and processed once** (:mod:`medbench.models.hf_inputs`), and
+  for Mllama, Qwen2.5-VL and Gemma 3 only its pixels are copied to the GPU, gathered for every question there.
 * **Image decoding and processor work run ahead of the model** in a background thread (:class:`Prefetch`, via
   :func:`medbench.models.hf_runtime.run_in_batches` ``ahead``): the next batch's inputs are built while the current
   one generates, at most one batch ahead.
