@@ -13,8 +13,11 @@ if ls .whl/bitsandbytes-*.whl >/dev/null 2>&1; then
 fi
 # evaluation: the 11B Mllama, every path (issue 14); the most wanted rows first, each row written to the JSON as it
 # is measured, so the timeout only loses the last ones. ~6 minutes at the probe's rates (naive ~9 samples/s).
-timeout 390 python3 benchmarks/gpu_eval_throughput.py --families mllama --batches 32,64,128 --samples 256 \
+timeout 350 python3 benchmarks/gpu_eval_throughput.py --families mllama --batches 32,64,128 --samples 256 \
     --paths naive,fast,compiled,valid-tiles,static \
     --json "$OUT/gpu_eval.json" 2>&1 | grep -v "Loading weights" | tee "$OUT/gpu_eval.log"
+# batch building on this machine's CPU (one thread, Mllama's real 4-tile processor): can it feed the GPU?
+timeout 45 python3 benchmarks/hf_inputs.py --families mllama --reps 1 2>&1 | grep -v "Loading weights" \
+    | tee "$OUT/hf_inputs.log"
 # training: LoRA and QLoRA steps at batch 1/4/8 (issue 13); ~3 minutes
-timeout 190 python3 benchmarks/train_step.py --steps 2 --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.log"
+timeout 180 python3 benchmarks/train_step.py --steps 2 --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.log"

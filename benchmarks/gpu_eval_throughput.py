@@ -36,7 +36,9 @@ share of requests whose greedy output equals the naive path's at the same batch 
 the largest difference of the first batch's prefill next-token logits from the naive path's (bf16 on a GPU). A
 configuration that runs out of memory is recorded as OOM and the larger batches of that path are skipped; one that
 fails otherwise on the GPU (a compile error, say) is recorded with its error and the run goes on to the next path
-(``--tiny`` lets it raise). Every row is printed as it is measured and the JSON rewritten, so a run cut short keeps
+(``--tiny`` lets it raise). After each configuration the adapter is released, as ``medbench run`` releases a model
+before loading the next, and the GPU memory still allocated is recorded (``allocated_after_release_gib``; the
+summary gives the largest). Every row is printed as it is measured and the JSON rewritten, so a run cut short keeps
 what it measured. At the end: the time a full SLAKE + VQA-RAD + PathVQA pass (8,231 questions) would take at each
 path's best rate (plus its warm-up, paid once), and the issue's targets (Mllama >= 100 samples/s and >= 10x naive
 on one H100/H200) for the paths meant to keep the naive outputs.
@@ -122,6 +124,7 @@ class Row:
     peak_allocated_gib: float | None = None
     agreement_with_naive: float | None = None  # share of outputs equal to naive's at this batch size
     logits_max_diff: float | None = None  # prefill next-token logits of the first batch against naive's (max |d|)
+    allocated_after_release_gib: float | None = None  # GPU memory still allocated once the model was released
     oom: bool = False
     error: str | None = None  # a failure other than out-of-memory (full-size runs only; --tiny raises)
     outputs: list[str] | None = None  # in request order (the JSON keeps them: gpu_eval_scaling.py compares them)
@@ -259,6 +262,15 @@ def measure(adapter: Any, requests: list[Any], batch: int, cuda: bool) -> Measur
     return outputs, seconds, peak, warmup
 
 
+def allocated_gib(cuda: bool) -> float | None:
+    """GPU memory allocated now (None on a CPU): after ``release`` it should be ~0, the next model's to use."""
+    if not cuda:
+        return None
+    import torch
+
+    return round(torch.cuda.memory_allocated() / 2**30, 3)
+
+
 def first_logits(adapter: Any, requests: list[Any], batch: int) -> Any:
     """The prefill's next-token logits (float32, on the CPU) of the first ``batch`` requests, on the inputs the
     adapter builds (the same for every path but valid-tiles, which cuts the padded tiles)."""
@@ -329,6 +341,7 @@ def run_family(
                     adapter.release()
                 adapter = None
                 hf_runtime.release_memory()
+                row.allocated_after_release_gib = allocated_gib(cuda)
             row.seconds = round(seconds, 3)
             row.warmup_s = round(warmup, 2)
             row.samples_per_s = round(len(requests) / seconds, 2)
@@ -393,6 +406,9 @@ def summary(rows: Sequence[Row], tiny: bool) -> list[str]:
                     f"{FULL_PASS:,} questions in {FULL_PASS / top.samples_per_s + (top.warmup_s or 0):,.0f} s "
                     f"incl. {top.warmup_s or 0:.0f} s warm-up{agree}"
                 )
+    left = [r.allocated_after_release_gib for r in rows if r.allocated_after_release_gib is not None]
+    if left:
+        lines.append(f"GPU memory allocated after a model is released: at most {max(left):.3f} GiB, {len(left)} times")
     naive = best(rows, "mllama", "naive")
     for path in ("fast", "static", "compiled"):
         top = best(rows, "mllama", path)
