@@ -91,8 +91,8 @@ class SharedImageProcessor:
         flat_is_one_sample = hasattr(self.inner, "max_image_tiles")
         if not items or (flat_is_one_sample and not all(isinstance(item, (list, tuple)) for item in items)):
             return self.inner(images, *args, **kwargs)
-        memo: dict[int, Any] = {}  # the same object is hashed once (all live during the call: ids are unique)
-        keys = [memo[id(item)] if id(item) in memo else memo.setdefault(id(item), _key(item)) for item in items]
+        memo: dict[int, Any] = {}  # each image object hashed once (all live during the call: ids are unique)
+        keys = [_key(item, memo) for item in items]
         if any(k is None for k in keys):
             return self.inner(images, *args, **kwargs)
         first: dict[Any, int] = {}
@@ -119,11 +119,17 @@ class SharedImageProcessor:
         return out
 
 
-def _key(item: Any) -> Any:
+def _key(item: Any, memo: dict[int, Any]) -> Any:
     """The content key of one question's image (or a one-image list, as Mllama and Gemma 3 nest them); None for
-    anything else (several images, an unknown type): then nothing is shared."""
+    anything else (several images, an unknown type): then nothing is shared. ``memo``: keys by object id."""
     if isinstance(item, (list, tuple)):
-        return _key(item[0]) if len(item) == 1 and not isinstance(item[0], (list, tuple)) else None
+        return _key(item[0], memo) if len(item) == 1 and not isinstance(item[0], (list, tuple)) else None
+    if id(item) not in memo:
+        memo[id(item)] = _content_key(item)
+    return memo[id(item)]
+
+
+def _content_key(item: Any) -> Any:
     from PIL import Image
 
     if isinstance(item, Image.Image):

@@ -169,3 +169,13 @@ def test_a_flat_list_is_one_sample_for_mllama_so_it_is_not_shared() -> None:
     (a,) = pictures(1, size=40)
     got = hf_inputs.SharedImageProcessor(processor)([a, a], return_tensors="pt")
     assert processor.calls == [2] and got["pixel_values"].shape[:2] == (1, 2)  # one sample with 2 images, as is
+
+
+def test_each_image_object_is_hashed_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[int] = []
+    real = hf_inputs._content_key
+    monkeypatch.setattr(hf_inputs, "_content_key", lambda item: hashed.append(1) or real(item))
+    a, b = pictures(2, size=8)
+    shared = hf_inputs.SharedImageProcessor(lambda images, **kw: {"pixel_values": torch.zeros(len(images), 1)})
+    shared([[a], [a], [b], [a]])  # nested, as the Mllama and Gemma 3 processors pass them: new lists, same images
+    assert len(hashed) == 2
