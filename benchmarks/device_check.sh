@@ -17,7 +17,7 @@ timeout 350 python3 benchmarks/gpu_eval_throughput.py --families mllama --batche
     --paths naive,fast,compiled,valid-tiles,static \
     --json "$OUT/gpu_eval.json" 2>&1 | grep -v "Loading weights" | tee "$OUT/gpu_eval.log"
 # batch building on this machine's CPU (one thread, Mllama's real 4-tile processor): can it feed the GPU?
-timeout 45 python3 benchmarks/hf_inputs.py --families mllama --reps 1 2>&1 | grep -v "Loading weights" \
+timeout 45 python3 benchmarks/hf_inputs.py --families mllama --reps 3 2>&1 | grep -v "Loading weights" \
     | tee "$OUT/hf_inputs.log"
 # training: LoRA and QLoRA steps at batch 1/4/8 (issue 13); ~3 minutes
 timeout 180 python3 benchmarks/train_step.py --steps 2 --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.log"
