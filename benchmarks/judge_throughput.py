@@ -23,15 +23,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from local_server import ForkedServer, QuietHandler
 
 from medbench.judges.cache import JudgeCache
 from medbench.judges.caption import judge_captions
@@ -42,50 +43,30 @@ OLD_DEFAULT = 16
 LABELS = {OLD_DEFAULT: "medbench (old default)", DEFAULT_CONCURRENCY: "medbench (default)"}
 
 
-class _Listener(ThreadingHTTPServer):
-    # socketserver's backlog of 5 drops the SYNs of a window of 32 new connections (each retried a second later);
-    # uvicorn (vLLM, SGLang) listens with 2048.
-    request_queue_size = 2048
-
-
-class LatencyServer:
+class LatencyServer(ForkedServer):
     """``POST /v1/chat/completions`` answering every judge prompt after ``latency`` seconds with a score derived
     from the prompt's hash; counts calls and the most requests in flight. With ``limit``, a request arriving while
     more than ``limit`` are in flight (itself included) is answered HTTP 429 at once, and counted. It runs in its own
     process (as a real server does), so it does not compete with the client for the GIL."""
 
     def __init__(self, latency: float, limit: int | None = None) -> None:
-        ctx = multiprocessing.get_context("fork")
+        super().__init__()
         self.latency = latency
         self.limit = limit
-        self._calls = ctx.Value("i", 0)
-        self._in_flight = ctx.Value("i", 0)
-        self._peak = ctx.Value("i", 0)
-        self._refused = ctx.Value("i", 0)
-        self._httpd = _Listener(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._process = ctx.Process(target=self._httpd.serve_forever, daemon=True)
-        self._process.start()
-        self._httpd.socket.close()  # the child owns the listening socket now
+        self._calls = self.ctx.Value("i", 0)
+        self._refused = self.ctx.Value("i", 0)
+        self.start(self._handler())
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connections, as with a real server
-            disable_nagle_algorithm = True  # as uvicorn (vLLM, SGLang) does; else delayed ACKs add ~40 ms a reply
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 with server._calls.get_lock():
                     server._calls.value += 1
-                with server._in_flight.get_lock():
-                    server._in_flight.value += 1
-                    server._peak.value = max(server._peak.value, server._in_flight.value)
-                    refuse = server.limit is not None and server._in_flight.value > server.limit
+                in_flight = server.enter()
+                refuse = server.limit is not None and in_flight > server.limit
                 try:
                     if refuse:
                         with server._refused.get_lock():
@@ -103,11 +84,7 @@ class LatencyServer:
                         reply = {"id": "bench", "object": "chat.completion", "model": "bench-judge"}
                         reply |= {"choices": [{"index": 0, "message": message}]}
                 finally:
-                    # before the reply is written: the client's next request may arrive as soon as it has it, and
-                    # must not be counted (or refused) as in flight beside this one (as tests/models/
-                    # fake_openai_server.py does)
-                    with server._in_flight.get_lock():
-                        server._in_flight.value -= 1
+                    server.leave()  # before the reply is written (see ForkedServer.leave)
                 self._reply(status, reply)
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
@@ -121,16 +98,8 @@ class LatencyServer:
         return Handler
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    @property
     def calls(self) -> int:
         return int(self._calls.value)
-
-    @property
-    def max_in_flight(self) -> int:
-        return int(self._peak.value)
 
     @property
     def refused(self) -> int:
@@ -138,12 +107,8 @@ class LatencyServer:
 
     def reset(self) -> None:
         self._calls.value = 0
-        self._peak.value = 0
+        self.reset_peak()
         self._refused.value = 0
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(timeout=5)
 
 
 def pairs(n: int) -> list[tuple[str, str]]:

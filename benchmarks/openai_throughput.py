@@ -44,7 +44,6 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import random
@@ -55,11 +54,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from local_server import ForkedServer, QuietHandler
 from PIL import Image
 
 from medbench.cache import PredictionCache
@@ -84,51 +84,33 @@ REPLY = json.dumps(
 
 
 # --- the server ---------------------------------------------------------------------------------------------------
-class _Listener(ThreadingHTTPServer):
-    request_queue_size = 2048  # as uvicorn (vLLM, SGLang); socketserver's 5 drops SYNs of a burst of connections
-    daemon_threads = True
-
-
-class BenchServer:
+class BenchServer(ForkedServer):
     """``POST .../chat/completions`` answered ``"yes"`` after a sleep drawn uniformly from ``latency`` (seconds,
     ``(lo, hi)``), in its own process. Shared counters: calls, in flight now and at most, total seconds requests
     spent in the server (mean in flight = that / wall time) and the server's CPU seconds."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self._calls = ctx.Value("i", 0)
-        self._in_flight = ctx.Value("i", 0)
-        self._peak = ctx.Value("i", 0)
-        self._resident = ctx.Value("d", 0.0)
-        self._cpu = ctx.Value("d", 0.0)
-        self._lo = ctx.Value("d", 0.0)
-        self._hi = ctx.Value("d", 0.0)
-        self._httpd = _Listener(("127.0.0.1", 0), self._handler())
-        self._process = ctx.Process(target=self._httpd.serve_forever, daemon=True)
-        self._process.start()
-        self._httpd.socket.close()  # the child owns the listening socket now
+        super().__init__()
+        self._calls = self.ctx.Value("i", 0)
+        self._resident = self.ctx.Value("d", 0.0)
+        self._cpu = self.ctx.Value("d", 0.0)
+        self._lo = self.ctx.Value("d", 0.0)
+        self._hi = self.ctx.Value("d", 0.0)
+        self.start(self._handler())
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as a real server
-            disable_nagle_algorithm = True  # as uvicorn; else delayed ACKs add ~40 ms a reply
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 start = time.perf_counter()
-                with server._in_flight.get_lock():
-                    server._in_flight.value += 1
-                    server._peak.value = max(server._peak.value, server._in_flight.value)
+                server.enter()
                 lo, hi = server._lo.value, server._hi.value
                 if hi > 0:
                     time.sleep(random.uniform(lo, hi))
-                with server._in_flight.get_lock():  # before the reply: the client's next request may come at once
-                    server._in_flight.value -= 1
+                server.leave()
+                with server._calls.get_lock():
                     server._calls.value += 1
                     server._resident.value += time.perf_counter() - start
                 self.send_response(200)
@@ -141,27 +123,15 @@ class BenchServer:
 
         return Handler
 
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
     def reset(self, latency: tuple[float, float] = (0.0, 0.0)) -> None:
         self._lo.value, self._hi.value = latency
         self._calls.value = 0
-        self._peak.value = 0
+        self.reset_peak()
         self._resident.value = 0.0
 
     def counters(self) -> tuple[int, int, float, float]:
         """Calls, most in flight, request-seconds spent in the server, server CPU seconds so far."""
-        return int(self._calls.value), int(self._peak.value), float(self._resident.value), float(self._cpu.value)
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(timeout=5)
+        return int(self._calls.value), self.max_in_flight, float(self._resident.value), float(self._cpu.value)
 
 
 @dataclass
