@@ -77,12 +77,14 @@ def demo_requests() -> list[Request]:
     return out
 
 
-def run(model: Any, requests: list[Request]) -> tuple[list[str], list[list[int]]]:
-    """Texts from ``generate`` and the new token ids behind them (up to the first end-of-sequence token)."""
+def run(model: Any, requests: list[Request], *, cut_at_eos: bool = True) -> tuple[list[str], list[list[int]]]:
+    """Texts from ``generate`` (in request order) and the new token ids behind them, in the order the model
+    generated them (up to the first end-of-sequence token; ``cut_at_eos=False``: every new position, the padding
+    after it included)."""
     rows: list[list[int]] = []
     real = model.model.generate
     eos = model.generation.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos])
+    stops = set(eos if isinstance(eos, list) else [eos]) if cut_at_eos else set()
 
     def spy(**inputs: Any) -> Any:
         out = real(**inputs)

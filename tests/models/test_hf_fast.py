@@ -5,6 +5,7 @@ encoded); the background preparation of the next batch and the automatic batch s
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from medbench.prompts import render_prompt
 from medbench.schema import Request
 from medbench.tasks.base import LoadOptions, locate
 from medbench.testing import FAMILIES, build_tiny_model, build_tiny_models
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_hf import run
 
 MAX_NEW_TOKENS = 6
 
@@ -57,22 +61,9 @@ def create(path: Path, **options: Any) -> Any:
 
 
 def generated(model: Any, reqs: list[Request]) -> tuple[list[str], list[list[int]]]:
-    """Outputs, and each request's new token ids (in request order), through ``generate``."""
-    ids: dict[int, list[int]] = {}
-    real = model.model.generate
-
-    def spy(**inputs: Any) -> Any:
-        out = real(**inputs)
-        for row in out[:, inputs["input_ids"].shape[1] :].tolist():
-            ids[len(ids)] = row
-        return out
-
-    model.model.generate = spy
-    try:
-        texts = model.generate(reqs)
-    finally:
-        model.model.generate = real
-    return texts, list(ids.values())
+    """Outputs (in request order), and every new token id of each generated row, padding included (in the order the
+    model generated them), through ``generate``."""
+    return run(model, reqs, cut_at_eos=False)
 
 
 def vision_tiles(model: Any) -> list[int]:
@@ -281,6 +272,11 @@ def shared_image_requests(folder: Path, per_image: int = 3) -> list[Request]:
     return out
 
 
+def interleaved(reqs: list[Request]) -> list[Request]:
+    """:func:`shared_image_requests`' questions with the two images alternating (what batching must regroup)."""
+    return [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+
+
 def encoded_rows(model: Any) -> list[int]:
     """Hook the vision encoder's patch embedding (inside the once-per-image wrapper): rows it really computes."""
     seen: list[int] = []
@@ -294,7 +290,7 @@ def test_an_image_shared_by_several_questions_is_encoded_once_with_the_same_outp
     families: dict[str, tuple[Path, Path]], family: str, tmp_path: Path
 ) -> None:
     reqs = shared_image_requests(tmp_path)  # 2 images x 3 questions, mixed order below
-    reqs = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    reqs = interleaved(reqs)
     path = families[family][0]
     naive, fast = create(path, fast="false", batch_size="6"), create(path, batch_size="6")
     naive_rows, fast_rows = encoded_rows(naive), encoded_rows(fast)
@@ -306,7 +302,7 @@ def test_qwen_encodes_an_image_shared_by_several_questions_once(
     families: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
     reqs = shared_image_requests(tmp_path)
-    reqs = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    reqs = interleaved(reqs)
     path = families["qwen2_5_vl"][0]
     naive, fast = create(path, fast="false", batch_size="6"), create(path, batch_size="6")
     patches: dict[str, list[int]] = {"naive": [], "fast": []}
@@ -320,7 +316,7 @@ def test_qwen_encodes_an_image_shared_by_several_questions_once(
 
 def test_batching_order_groups_the_questions_of_an_image(tmp_path: Path) -> None:
     reqs = shared_image_requests(tmp_path)
-    mixed = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    mixed = interleaved(reqs)
     order = hf_fast.batching_order(mixed)
     images = [mixed[i].image for i in order]
     assert images[:3] == [mixed[0].image] * 3 and images[3:] == [mixed[1].image] * 3
@@ -332,7 +328,7 @@ def test_the_run_batches_an_images_questions_together_on_the_fast_path(
     # generate_all batches in the model's order: the fast path's keeps an image's questions in one run batch (so
     # its image is encoded once); fast=false keeps the prompt-length order.
     reqs = shared_image_requests(tmp_path)
-    mixed = [reqs[0], reqs[3], reqs[1], reqs[4], reqs[2], reqs[5]]
+    mixed = interleaved(reqs)
     path = families["llava"][0]
     fast, naive = create(path), create(path, fast="false")
     assert [mixed[i].image for i in fast.order(mixed)] == [reqs[0].image] * 3 + [reqs[3].image] * 3
